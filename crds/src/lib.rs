@@ -1,0 +1,1 @@
+//! DmemQuota API (placeholder while the Foundation lands).
