@@ -59,6 +59,13 @@ impl SimKernel {
         self.bos.get(&bo).map(|b| b.size)
     }
 
+    /// The name of the region the BO was allocated in.
+    pub fn bo_region(&self, bo: BoId) -> Option<String> {
+        self.bos
+            .get(&bo)
+            .map(|b| self.regions[b.region].name.clone())
+    }
+
     /// The cgroup path of the pool the BO is (or was) charged to.
     pub fn bo_pool_path(&self, bo: BoId) -> Option<String> {
         self.bos.get(&bo).map(|b| self.pool_path(b.pool))

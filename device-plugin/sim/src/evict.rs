@@ -1,5 +1,5 @@
 //! CORE: the TTM driver model (`kernel-dmem.md` §3.6, §8.8): allocating a VRAM buffer object with
-//! both profiles' pass structure, the LRU eviction walk, and the 7.3 reclaim on `dmem.max` writes.
+//! both profiles' pass structure and the LRU eviction walk. (The 7.3 reclaim is in `reclaim`.)
 //!
 //! Modelling choices beyond §8.8:
 //! * A BO has a single placement, VRAM ("VRAM-only"): where TTM would fall back to the next
@@ -14,7 +14,7 @@
 //!   VRAM; it is never moved back. `evicted_bytes` counts it for that pool.
 //! * The LRU is ordered by (priority, last use); new BOs are most recently used.
 
-use crate::config::{DMEM_MAX_RECLAIM_RETRIES, Profile};
+use crate::config::Profile;
 use crate::errno::{ChargeError, Errno};
 use crate::kernel::{Bo, BoId, SimKernel};
 use crate::pool::{PoolId, RegionId};
@@ -76,7 +76,7 @@ impl SimKernel {
     }
 
     /// Resident, unpinned BOs of `region` in eviction order.
-    fn lru(&self, region: RegionId) -> Vec<BoId> {
+    pub(crate) fn lru(&self, region: RegionId) -> Vec<BoId> {
         let mut v: Vec<(&BoId, &Bo)> = self
             .bos
             .iter()
@@ -276,52 +276,5 @@ impl SimKernel {
             .lookup_region(region.as_bytes())
             .ok_or(ChargeError::new(Errno::ENODEV))?;
         self.alloc_bo_in(node, region, size)
-    }
-
-    /// 7.3 synchronous reclaim after a `dmem.max` write below usage (§3.3, §8.8): rounds of
-    /// `ttm_bo_evict_cgroup` until usage ≤ max or 16 rounds made no progress.
-    pub(crate) fn reclaim(&mut self, pool: PoolId) {
-        let mut no_progress = 0;
-        while self.over_max(pool) {
-            if !self.reclaim_round(pool) {
-                no_progress += 1;
-                if no_progress >= DMEM_MAX_RECLAIM_RETRIES {
-                    break;
-                }
-            }
-        }
-    }
-
-    fn over_max(&self, pool: PoolId) -> bool {
-        self.pool(pool.css, pool.region)
-            .is_some_and(|p| p.usage > p.max)
-    }
-
-    /// One reclaim round: LRU walks over BOs charged to `pool`'s subtree, respecting low first,
-    /// then ignoring it (descendants' min always holds; `pool`'s own BOs always go).
-    fn reclaim_round(&mut self, pool: PoolId) -> bool {
-        let mut progress = false;
-        for ignore_low in [false, true] {
-            for id in self.lru(pool.region) {
-                if !self.over_max(pool) {
-                    return progress;
-                }
-                let Some(bo) = self.bos.get(&id).filter(|b| b.resident) else {
-                    continue;
-                };
-                let test = bo.pool.css;
-                if !self.css_is_ancestor(pool.css, test) {
-                    continue;
-                }
-                if self
-                    .evict_valuable_css(Some(pool.css), test, pool.region, ignore_low)
-                    .0
-                {
-                    self.evict(id);
-                    progress = true;
-                }
-            }
-        }
-        progress
     }
 }

@@ -8,7 +8,7 @@
 //! Map of modules: `config` (profiles), `errno` (errors), `parse` (memparse, strstrip), `tree`
 //! (cgroups), `pool` (regions, page_counter charging), `protection` (emin/elow,
 //! evict_valuable), `files` (what a read shows), `write` (what a write does), `evict` (BO
-//! allocation, TTM eviction passes, reclaim).
+//! allocation, TTM eviction passes), `reclaim` (7.3 reclaim on max writes), `bo` (BO bookkeeping).
 
 mod bo;
 mod config;
@@ -19,6 +19,7 @@ mod kernel;
 pub mod parse;
 mod pool;
 mod protection;
+mod reclaim;
 mod tree;
 mod write;
 
