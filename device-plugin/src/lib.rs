@@ -1,1 +1,11 @@
-//! placeholder
+//! kube-dmem node agent (`kube-dmem-device-plugin`): the library behind the binary.
+//!
+//! The kernel edge is [`cgroup`] (the `CgroupFs` boundary, the dmem file formats, the real and
+//! simulated backends, probing and pod-cgroup discovery) and [`simfs`] (the kernel simulator served
+//! over FUSE); the binary's flags are in [`args`], its logging in [`telemetry`]. Kernel facts:
+//! `kernel-dmem.md`; conventions: `style.md`.
+
+pub mod args;
+pub mod cgroup;
+pub mod simfs;
+pub mod telemetry;

@@ -1,0 +1,257 @@
+//! Command-line arguments of the node-agent binary (clap derive; every flag also reads a
+//! `KUBE_DMEM_*` environment variable), and the small value parsers they need.
+//!
+//! CORE: parsing only; `main.rs` runs what was parsed.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::simfs::serve::ServeConfig;
+use crate::telemetry::LogFormat;
+
+/// kube-dmem node agent: kubelet device plugin and dmem cgroup enforcement.
+#[derive(Debug, Parser)]
+#[command(name = "kube-dmem-device-plugin", version)]
+pub struct Args {
+    /// Log filter in tracing EnvFilter syntax, e.g. `info` or `kube_dmem_device_plugin=debug`.
+    #[arg(long, env = "KUBE_DMEM_LOG", default_value = "info", global = true)]
+    pub log_level: String,
+    /// Log line format.
+    #[arg(long, env = "KUBE_DMEM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain, global = true)]
+    pub log_format: LogFormat,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the dmem kernel simulator as a FUSE filesystem (a fake /sys/fs/cgroup) until SIGINT,
+    /// SIGTERM or an external unmount.
+    Simfs(SimfsArgs),
+    /// Run the agent's enforcement and pressure rounds on a simulated GPU node, with pods and
+    /// DmemQuotas from local YAML (an embedded example by default), printing a live table.
+    Standalone(StandaloneArgs),
+}
+
+/// Arguments of `standalone`.
+#[derive(Debug, clap::Args)]
+pub struct StandaloneArgs {
+    /// YAML files holding DmemQuotas and Pods (multi-document); re-read every round. Without any,
+    /// an embedded example node with two quotas and five pods is used.
+    #[arg(long = "input", env = "KUBE_DMEM_STANDALONE_INPUTS", value_delimiter = ',')]
+    pub inputs: Vec<PathBuf>,
+    /// Kernel behaviour to simulate: legacy (6.14-7.2) or current (7.3+).
+    #[arg(long, env = "KUBE_DMEM_STANDALONE_PROFILE", value_enum, default_value_t = ProfileArg::Legacy)]
+    pub profile: ProfileArg,
+    /// A simulated region, `NAME=SIZE`; repeatable. Default: an xe card with 16Gi and an amdgpu
+    /// card with 24Gi.
+    #[arg(long = "region", env = "KUBE_DMEM_STANDALONE_REGIONS", value_delimiter = ',', value_parser = parse_region)]
+    pub regions: Vec<(String, u64)>,
+    /// Time between rounds, e.g. `1s` or `500ms`.
+    #[arg(long, env = "KUBE_DMEM_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// Print one round and exit.
+    #[arg(long, conflicts_with = "rounds")]
+    pub once: bool,
+    /// Stop after this many rounds (default: run until interrupted).
+    #[arg(long, env = "KUBE_DMEM_STANDALONE_ROUNDS")]
+    pub rounds: Option<u64>,
+}
+
+impl StandaloneArgs {
+    /// The standalone configuration these arguments describe.
+    pub fn into_config(self) -> crate::standalone::StandaloneConfig {
+        let StandaloneArgs { inputs, profile, regions, interval, once, rounds } = self;
+        let regions = if regions.is_empty() {
+            crate::standalone::DEFAULT_REGIONS.iter().map(|(n, s)| ((*n).to_owned(), *s)).collect()
+        } else {
+            regions
+        };
+        crate::standalone::StandaloneConfig {
+            inputs,
+            regions,
+            profile: profile.into(),
+            interval,
+            rounds: if once { Some(1) } else { rounds },
+            thresholds: crate::pressure::PressureThresholds::default(),
+        }
+    }
+}
+
+/// Arguments of `simfs`.
+#[derive(Debug, clap::Args)]
+pub struct SimfsArgs {
+    /// Existing directory to mount the simulated cgroup root on.
+    #[arg(long, env = "KUBE_DMEM_SIMFS_MOUNT")]
+    pub mount: PathBuf,
+    /// Kernel behaviour to simulate: legacy (6.14-7.2), legacy-unfixed (6.14-6.18 without the
+    /// bare-name fix) or current (7.3+).
+    #[arg(long, env = "KUBE_DMEM_SIMFS_PROFILE", value_enum, default_value_t = ProfileArg::Current)]
+    pub profile: ProfileArg,
+    /// A region to register, `NAME=SIZE` (SIZE in bytes or a quantity such as 8Gi); repeatable, in
+    /// registration order. The environment variable takes a comma-separated list.
+    #[arg(long = "region", env = "KUBE_DMEM_SIMFS_REGIONS", value_delimiter = ',', value_parser = parse_region)]
+    pub regions: Vec<(String, u64)>,
+    /// Register the regions without a driver reclaim op (a blocking `dmem.max` write then evicts nothing).
+    #[arg(long, env = "KUBE_DMEM_SIMFS_NO_RECLAIM")]
+    pub no_reclaim: bool,
+}
+
+/// The `--profile` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    /// 6.14–7.2 with the stable fix.
+    Legacy,
+    /// 6.14–6.18 without the fix: a bare region name "oopses" (EIO).
+    LegacyUnfixed,
+    /// 7.3+.
+    Current,
+}
+
+impl From<ProfileArg> for kube_dmem_sim::Profile {
+    fn from(p: ProfileArg) -> Self {
+        match p {
+            ProfileArg::Legacy => kube_dmem_sim::Profile::Legacy,
+            ProfileArg::LegacyUnfixed => kube_dmem_sim::Profile::LegacyUnfixed,
+            ProfileArg::Current => kube_dmem_sim::Profile::Current,
+        }
+    }
+}
+
+impl SimfsArgs {
+    /// The serve configuration these arguments describe.
+    pub fn into_config(self) -> ServeConfig {
+        let SimfsArgs {
+            mount,
+            profile,
+            regions,
+            no_reclaim,
+        } = self;
+        ServeConfig {
+            mountpoint: mount,
+            profile: profile.into(),
+            regions,
+            reclaim: !no_reclaim,
+        }
+    }
+}
+
+/// Parses `NAME=SIZE`, splitting at the last `=`. The name must be writable to dmem files later, so
+/// it may not contain whitespace.
+pub fn parse_region(s: &str) -> Result<(String, u64), String> {
+    let (name, size) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=SIZE"))?;
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{name:?}: region names are non-empty, without whitespace"
+        ));
+    }
+    Ok((name.to_owned(), parse_size(size)?))
+}
+
+/// Parses a byte count: plain digits, or digits with a Kubernetes quantity suffix, binary
+/// (`Ki Mi Gi Ti Pi Ei`) or decimal (`k M G T P E`). Fractions and overflow are errors.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, suffix) = s.split_at(split);
+    if digits.is_empty() {
+        return Err(format!(
+            "{s:?}: expected a whole number of bytes, optionally with a suffix"
+        ));
+    }
+    let multiplier: u64 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "Ei" => 1 << 60,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        "E" => 1_000_000_000_000_000_000,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown suffix {other:?} (use Ki, Mi, Gi, Ti, Pi, Ei, k, M, G, T, P or E)"
+            ));
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("{s:?}: does not fit in 64 bits"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8514437120"), Ok(8_514_437_120));
+        assert_eq!(parse_size("8Gi"), Ok(8 << 30));
+        assert_eq!(parse_size("512Mi"), Ok(512 << 20));
+        assert_eq!(parse_size("2k"), Ok(2000));
+        assert_eq!(parse_size("15Ei"), Ok(15 << 60));
+        for bad in [
+            "",
+            "Gi",
+            "1.5Gi",
+            "-1",
+            "1GB",
+            "1 Gi",
+            "16Ei",
+            "99999999999999999999",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn regions_and_subcommand() {
+        assert_eq!(
+            parse_region("drm/0000:03:00.0/vram0=8Gi"),
+            Ok(("drm/0000:03:00.0/vram0".to_owned(), 8 << 30))
+        );
+        assert_eq!(parse_region("a=b=1"), Ok(("a=b".to_owned(), 1)));
+        for bad in ["novalue", "=1", "a b=1", "a=x"] {
+            assert!(parse_region(bad).is_err(), "{bad:?}");
+        }
+        let args = Args::try_parse_from([
+            "kube-dmem-device-plugin",
+            "simfs",
+            "--mount",
+            "/tmp/x",
+            "--profile",
+            "legacy-unfixed",
+            "--region",
+            "r0=1Gi",
+            "--region",
+            "r1=2048",
+        ])
+        .unwrap();
+        let Command::Simfs(simfs) = args.command;
+        let config = simfs.into_config();
+        assert_eq!(config.profile, kube_dmem_sim::Profile::LegacyUnfixed);
+        assert_eq!(
+            config.regions,
+            [("r0".to_owned(), 1 << 30), ("r1".to_owned(), 2048)]
+        );
+        assert!(config.reclaim);
+    }
+}
