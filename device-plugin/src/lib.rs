@@ -7,5 +7,6 @@
 
 pub mod args;
 pub mod cgroup;
+pub mod kubelet;
 pub mod simfs;
 pub mod telemetry;

@@ -1,0 +1,24 @@
+//! Compiles the kubelet protos in `../proto` (device plugin v1beta1, PodResources v1) into `OUT_DIR`.
+//!
+//! `protox` parses them in pure Rust, so no system `protoc` is needed; `tonic-prost-build` generates
+//! both clients and servers (the tests use the kubelet side to stand in for a real kubelet). The
+//! generated code is included by `src/kubelet/proto.rs` and never committed.
+
+use anyhow::Context as _;
+
+const PROTO_DIR: &str = "../proto";
+const PROTOS: [&str; 2] = ["deviceplugin.proto", "podresources.proto"];
+
+fn main() -> anyhow::Result<()> {
+    println!("cargo:rerun-if-changed={PROTO_DIR}");
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={PROTO_DIR}/{proto}");
+    }
+    let fds = protox::compile(PROTOS, [PROTO_DIR]).context("parse kubelet protos")?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)
+        .context("generate gRPC code for kubelet protos")?;
+    Ok(())
+}
