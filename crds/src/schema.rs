@@ -40,7 +40,7 @@ pub fn quantity(_: &mut SchemaGenerator) -> Schema {
         "x-kubernetes-validations": [
             {"rule": "isQuantity(self)", "message": MSG_NOT_A_QUANTITY},
             {
-                "rule": "!isQuantity(self) || (quantity(self).sign() >= 0 && quantity(self).isLessThan(quantity('16Ei')))",
+                "rule": "!isQuantity(self) || (sign(quantity(self)) >= 0 && quantity(self).isLessThan(quantity('16Ei')))",
                 "message": MSG_QUANTITY_RANGE
             }
         ]

@@ -41,7 +41,11 @@ pub enum Command {
 pub struct StandaloneArgs {
     /// YAML files holding DmemQuotas and Pods (multi-document); re-read every round. Without any,
     /// an embedded example node with two quotas and five pods is used.
-    #[arg(long = "input", env = "KUBE_DMEM_STANDALONE_INPUTS", value_delimiter = ',')]
+    #[arg(
+        long = "input",
+        env = "KUBE_DMEM_STANDALONE_INPUTS",
+        value_delimiter = ','
+    )]
     pub inputs: Vec<PathBuf>,
     /// Kernel behaviour to simulate: legacy (6.14-7.2) or current (7.3+).
     #[arg(long, env = "KUBE_DMEM_STANDALONE_PROFILE", value_enum, default_value_t = ProfileArg::Legacy)]
@@ -64,9 +68,19 @@ pub struct StandaloneArgs {
 impl StandaloneArgs {
     /// The standalone configuration these arguments describe.
     pub fn into_config(self) -> crate::standalone::StandaloneConfig {
-        let StandaloneArgs { inputs, profile, regions, interval, once, rounds } = self;
+        let StandaloneArgs {
+            inputs,
+            profile,
+            regions,
+            interval,
+            once,
+            rounds,
+        } = self;
         let regions = if regions.is_empty() {
-            crate::standalone::DEFAULT_REGIONS.iter().map(|(n, s)| ((*n).to_owned(), *s)).collect()
+            crate::standalone::DEFAULT_REGIONS
+                .iter()
+                .map(|(n, s)| ((*n).to_owned(), *s))
+                .collect()
         } else {
             regions
         };
@@ -245,7 +259,9 @@ mod tests {
             "r1=2048",
         ])
         .unwrap();
-        let Command::Simfs(simfs) = args.command;
+        let Command::Simfs(simfs) = args.command else {
+            panic!("expected the simfs subcommand, got {:?}", args.command);
+        };
         let config = simfs.into_config();
         assert_eq!(config.profile, kube_dmem_sim::Profile::LegacyUnfixed);
         assert_eq!(
@@ -253,5 +269,22 @@ mod tests {
             [("r0".to_owned(), 1 << 30), ("r1".to_owned(), 2048)]
         );
         assert!(config.reclaim);
+    }
+
+    #[test]
+    fn standalone_defaults_to_the_example_node_and_once_means_one_round() {
+        let args =
+            Args::try_parse_from(["kube-dmem-device-plugin", "standalone", "--once"]).unwrap();
+        let Command::Standalone(standalone) = args.command else {
+            panic!("expected the standalone subcommand, got {:?}", args.command);
+        };
+        let config = standalone.into_config();
+        assert!(
+            config.inputs.is_empty(),
+            "no inputs means the embedded example"
+        );
+        assert_eq!(config.regions.len(), 2);
+        assert_eq!(config.rounds, Some(1));
+        assert_eq!(config.profile, kube_dmem_sim::Profile::Legacy);
     }
 }

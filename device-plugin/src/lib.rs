@@ -7,6 +7,10 @@
 
 pub mod args;
 pub mod cgroup;
+pub mod enforce;
 pub mod kubelet;
+pub mod node;
+pub mod pressure;
 pub mod simfs;
+pub mod standalone;
 pub mod telemetry;

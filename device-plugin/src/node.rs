@@ -1,0 +1,310 @@
+//! The driver for this node: one enforcement round, observe → decide → act → report.
+//!
+//! EDGE driver: the observe and act stages read and write the kernel through a `&dyn CgroupFs`
+//! (the real cgroupfs or the simulator, unchanged); the decide and report stages are the CORE
+//! functions of [`crate::enforce`] and [`crate::pressure`]. The same round serves the DaemonSet and
+//! the standalone mode, so what a demo shows is what a node does.
+
+use std::collections::BTreeMap;
+
+use kube_dmem_crds::limits::{HighSupport, KernelLimits};
+use kube_dmem_crds::select::{PodFacts, QuotaFacts, QuotaRef};
+use kube_dmem_crds::{PressureTier, consts};
+
+use crate::cgroup::dmem::{Applied, apply_limit, capacity, read_values};
+use crate::cgroup::format::{DmemValue, DmemValues, RegionCapacity};
+use crate::cgroup::path::{ScanLimits, scan_pods};
+use crate::cgroup::{CgroupError, CgroupFile, CgroupFs, CgroupPath};
+use crate::enforce::{InForce, ObservedPod, PodPlan, plan};
+use crate::pressure::{PressureThresholds, RegionReading, pod_tier, region_tier};
+
+/// Whether a pod's limits are in force, and if not, why (the `VRAMLimitsApplied` condition).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LimitsOutcome {
+    /// Every value was written and read back as written.
+    Applied,
+    /// No quota governs the pod and it holds no VRAM units: defaults are in force.
+    NotGoverned,
+    /// The pod's cgroup does not exist (yet, or any more).
+    CgroupNotFound,
+    /// The kernel kept an old `dmem.max` because usage is above the new one (6.14–7.2).
+    MaxBelowUsage {
+        /// The region.
+        region: String,
+        /// The value written.
+        wanted: DmemValue,
+        /// The value in force.
+        actual: DmemValue,
+    },
+    /// A write failed.
+    WriteFailed {
+        /// The error's reason.
+        reason: &'static str,
+        /// The error, for the condition message.
+        message: String,
+    },
+}
+
+impl LimitsOutcome {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Applied => consts::REASON_APPLIED,
+            Self::NotGoverned => consts::REASON_NOT_GOVERNED,
+            Self::CgroupNotFound => consts::REASON_CGROUP_NOT_FOUND,
+            Self::MaxBelowUsage { .. } => consts::REASON_MAX_BELOW_USAGE,
+            Self::WriteFailed { .. } => consts::REASON_WRITE_FAILED,
+        }
+    }
+
+    /// Whether the limits the pod should have are in force.
+    pub fn in_force(&self) -> bool {
+        matches!(self, Self::Applied | Self::NotGoverned)
+    }
+}
+
+/// One pod's region after a round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionReport {
+    /// The region.
+    pub region: String,
+    /// What the agent wants in force.
+    pub desired: KernelLimits,
+    /// The kernel reading used for pressure.
+    pub reading: RegionReading,
+    /// The region's tier.
+    pub tier: PressureTier,
+}
+
+/// One pod after a round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodReport {
+    /// Identity and grant.
+    pub facts: PodFacts,
+    /// The governing quota.
+    pub governing: Option<QuotaRef>,
+    /// Whether its limits are in force.
+    pub outcome: LimitsOutcome,
+    /// Per region, in registration order.
+    pub regions: Vec<RegionReport>,
+    /// The worst region's tier.
+    pub tier: PressureTier,
+}
+
+/// The result of a round.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    /// The node's regions.
+    pub regions: Vec<RegionCapacity>,
+    /// Every pod, in input order.
+    pub pods: Vec<PodReport>,
+    /// Writes performed this round (zero in steady state).
+    pub writes: usize,
+}
+
+/// Settings of a round that do not change between rounds.
+#[derive(Clone, Debug)]
+pub struct RoundConfig {
+    /// Where pod cgroups are searched (normally the hierarchy root).
+    pub scan_root: CgroupPath,
+    /// Whether the kernel has a native `dmem.high` (found by probing).
+    pub high: HighSupport,
+    /// Pressure thresholds.
+    pub thresholds: PressureThresholds,
+}
+
+/// Runs one round for `pods` under `quotas`: applies what differs, then reads usage for pressure.
+pub fn run_round(
+    fs: &dyn CgroupFs,
+    cfg: &RoundConfig,
+    pods: &[PodFacts],
+    quotas: &[QuotaFacts],
+) -> Result<RoundReport, CgroupError> {
+    // Observe (kernel reads).
+    let regions = capacity(fs)?;
+    let names: Vec<&str> = regions.iter().map(|r| r.region.as_str()).collect();
+    let found: BTreeMap<String, CgroupPath> = scan_pods(fs, &cfg.scan_root, ScanLimits::default())?
+        .pods
+        .into_iter()
+        .collect();
+    let observed: Vec<ObservedPod> = pods
+        .iter()
+        .map(|facts| observe_pod(fs, facts, found.get(&facts.uid), cfg.high))
+        .collect();
+    // Decide (pure).
+    let decided = plan(&observed, quotas, &names, cfg.high);
+    // Act (kernel writes, each read back) and report (pure, from fresh readings).
+    let root_usage = read_values(fs, &CgroupPath::root(), CgroupFile::DmemCurrent)?;
+    let mut report = RoundReport {
+        regions,
+        ..RoundReport::default()
+    };
+    for (pod, pod_plan) in observed.iter().zip(&decided.pods) {
+        report.writes += pod_plan.writes.len();
+        let outcome = apply(fs, pod, pod_plan);
+        let pod_report = report_pod(
+            fs,
+            cfg,
+            pod,
+            pod_plan,
+            outcome,
+            &report.regions,
+            &root_usage,
+        );
+        report.pods.push(pod_report);
+    }
+    Ok(report)
+}
+
+fn observe_pod(
+    fs: &dyn CgroupFs,
+    facts: &PodFacts,
+    cgroup: Option<&CgroupPath>,
+    high: HighSupport,
+) -> ObservedPod {
+    let in_force = cgroup
+        .and_then(|group| read_in_force(fs, group, high).ok())
+        .unwrap_or_default();
+    ObservedPod {
+        facts: facts.clone(),
+        cgroup: cgroup.cloned(),
+        in_force,
+    }
+}
+
+/// The values in force per region. A cgroup that vanishes between scan and read reads as absent,
+/// and the act stage then reports it as not found.
+fn read_in_force(
+    fs: &dyn CgroupFs,
+    group: &CgroupPath,
+    high: HighSupport,
+) -> Result<BTreeMap<String, InForce>, CgroupError> {
+    let max = read_values(fs, group, CgroupFile::DmemMax)?;
+    let low = read_values(fs, group, CgroupFile::DmemLow)?;
+    let min = read_values(fs, group, CgroupFile::DmemMin)?;
+    let native = match high {
+        HighSupport::Native => Some(read_values(fs, group, CgroupFile::DmemHigh)?),
+        HighSupport::Emulated => None,
+    };
+    let value = |v: &DmemValues, region: &str, default: DmemValue| v.get(region).unwrap_or(default);
+    Ok(max
+        .iter()
+        .map(|line| {
+            let r = line.region.as_str();
+            let in_force = InForce {
+                max: line.value,
+                low: value(&low, r, DmemValue::Bytes(0)),
+                min: value(&min, r, DmemValue::Bytes(0)),
+                high: native.as_ref().map(|h| value(h, r, DmemValue::Max)),
+            };
+            (line.region.clone(), in_force)
+        })
+        .collect())
+}
+
+fn apply(fs: &dyn CgroupFs, pod: &ObservedPod, pod_plan: &PodPlan) -> LimitsOutcome {
+    if pod.cgroup.is_none() {
+        return LimitsOutcome::CgroupNotFound;
+    }
+    // Every write is attempted even after one fails: a region that can be limited should be.
+    let mut outcome = None;
+    for w in &pod_plan.writes {
+        let result = apply_limit(fs, &w.cgroup, w.file, &w.region, w.value);
+        let failed = match result {
+            Ok(Applied::Confirmed(_)) => None,
+            Ok(Applied::NotApplied { wanted, actual }) => Some(LimitsOutcome::MaxBelowUsage {
+                region: w.region.clone(),
+                wanted,
+                actual,
+            }),
+            Err(e) if e.is_not_found() => Some(LimitsOutcome::CgroupNotFound),
+            Err(e) => Some(LimitsOutcome::WriteFailed {
+                reason: e.reason(),
+                message: error_chain(&e),
+            }),
+        };
+        outcome = outcome.or(failed);
+    }
+    outcome.unwrap_or(
+        if pod_plan.governing.is_some() || pod.facts.grant.is_some() {
+            LimitsOutcome::Applied
+        } else {
+            LimitsOutcome::NotGoverned
+        },
+    )
+}
+
+fn report_pod(
+    fs: &dyn CgroupFs,
+    cfg: &RoundConfig,
+    pod: &ObservedPod,
+    pod_plan: &PodPlan,
+    outcome: LimitsOutcome,
+    regions: &[RegionCapacity],
+    root_usage: &DmemValues,
+) -> PodReport {
+    let usage = pod
+        .cgroup
+        .as_ref()
+        .and_then(|g| read_values(fs, g, CgroupFile::DmemCurrent).ok())
+        .unwrap_or_default();
+    // Without writes the values observed at the start of the round are still the ones in force;
+    // after writes, read them back so the report shows what the kernel kept, not what was asked.
+    let in_force = if pod_plan.writes.is_empty() {
+        pod.in_force.clone()
+    } else {
+        pod.cgroup
+            .as_ref()
+            .and_then(|g| read_in_force(fs, g, cfg.high).ok())
+            .unwrap_or_default()
+    };
+    let rows: Vec<RegionReport> = regions
+        .iter()
+        .map(|cap| {
+            let region = cap.region.as_str();
+            let desired = pod_plan.desired.get(region).copied().unwrap_or_default();
+            let now = in_force.get(region).copied().unwrap_or_default();
+            let declared = pod_plan.declared.get(region).copied().unwrap_or_default();
+            let reading = RegionReading {
+                usage: usage.get(region).and_then(DmemValue::bytes).unwrap_or(0),
+                max: now.max.bytes(),
+                high: declared.high,
+                low: now.low.bytes().unwrap_or(u64::MAX),
+                min: now.min.bytes().unwrap_or(u64::MAX),
+                declared_low: declared.low.unwrap_or(0),
+                capacity: cap.bytes,
+                region_usage: root_usage
+                    .get(region)
+                    .and_then(DmemValue::bytes)
+                    .unwrap_or(0),
+            };
+            let tier = region_tier(&reading, cfg.thresholds);
+            RegionReport {
+                region: region.to_owned(),
+                desired,
+                reading,
+                tier,
+            }
+        })
+        .collect();
+    let tier = pod_tier(rows.iter().map(|r| &r.reading), cfg.thresholds);
+    PodReport {
+        facts: pod.facts.clone(),
+        governing: pod_plan.governing.clone(),
+        outcome,
+        regions: rows,
+        tier,
+    }
+}
+
+/// The error and its causes on one line, for condition messages and events.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
