@@ -61,6 +61,15 @@ pub const REASON_EVICTED: &str = "Evicted";
 /// Event reason: an eviction was refused (for example by a PodDisruptionBudget) and will be retried.
 pub const REASON_EVICTION_BLOCKED: &str = "EvictionBlocked";
 
+/// Node annotation in which each node agent publishes its node's dmem regions, as
+/// `REGION=BYTES[,REGION=BYTES...]` (bytes from `dmem.capacity`); written by the agent with
+/// [`crate::regions::format_regions`], read by the operator with [`crate::regions::parse_regions`].
+pub const NODE_REGIONS_ANNOTATION: &str = "kube-dmem.io/regions";
+
+/// `VRAMLimitsApplied=False`: the node's kernel has no usable dmem controller (too old, not
+/// configured, or disabled), so no limit can be enforced on this node.
+pub const REASON_DMEM_UNAVAILABLE: &str = "DmemUnavailable";
+
 /// Pod annotation the simulator backend reads to charge VRAM to a pod; value format
 /// `REGION=QUANTITY[,REGION=QUANTITY...]`, parsed by [`crate::usage::parse_sim_usage`].
 pub const SIM_USAGE_ANNOTATION: &str = "sim.kube-dmem.io/usage";

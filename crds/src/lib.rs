@@ -7,6 +7,7 @@
 //! - [`validate`]: the CEL rules again in Rust, producing a checked [`validate::ValidQuota`];
 //! - [`select`]: which quota governs a pod, and which quotas lose;
 //! - [`limits`]: the limits that follow for a pod and region, and what to write to the kernel;
+//! - [`regions`]: the node regions annotation both binaries read or write;
 //! - [`usage`]: the simulator's usage annotation.
 //!
 //! No I/O, no clocks, no client: inputs arrive as values. The `crdgen` binary prints the CRD.
@@ -18,6 +19,7 @@ pub mod duration;
 pub mod glob;
 pub mod limits;
 pub mod quantity;
+pub mod regions;
 pub mod schema;
 pub mod select;
 pub mod usage;

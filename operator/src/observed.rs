@@ -20,10 +20,9 @@ use kube_dmem_crds::{
 };
 use serde::Deserialize as _;
 
-/// Node annotation in which each node agent publishes its node's dmem regions, as
-/// `REGION=BYTES[,REGION=BYTES...]` (bytes from `dmem.capacity`).
-// TODO(crds): move to kube-dmem-crds consts (with a shared parser) so agent and operator share it.
-pub const NODE_REGIONS_ANNOTATION: &str = "kube-dmem.io/regions";
+/// The node regions annotation and its parser live in `kube-dmem-crds`, shared with the agent.
+pub use kube_dmem_crds::NODE_REGIONS_ANNOTATION;
+pub use kube_dmem_crds::regions::{ParsedRegions, parse_regions};
 
 /// Everything one decision pass reads: quotas, pods and the regions that exist on any node.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -96,6 +95,7 @@ impl Observed {
                     .get(NODE_REGIONS_ANNOTATION)
             })
             .flat_map(|value| parse_regions(value).regions)
+            .map(|(region, _bytes)| region)
             .collect();
         Self {
             quotas: quotas
@@ -212,60 +212,10 @@ pub fn prune_node(node: &mut PartialObjectMeta<Node>) {
     });
 }
 
-/// The regions in one [`NODE_REGIONS_ANNOTATION`] value, and the entries that were not
-/// `REGION=BYTES`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ParsedRegions {
-    /// Region names, in annotation order.
-    pub regions: Vec<String>,
-    /// Entries that do not parse, as written.
-    pub malformed: Vec<String>,
-}
-
-/// Parses `REGION=BYTES[,REGION=BYTES...]`. Malformed entries are set aside rather than failing
-/// the whole value, so one bad entry cannot hide a node's other regions.
-// TODO(crds): replace with the shared parser once kube-dmem-crds owns the annotation format.
-pub fn parse_regions(value: &str) -> ParsedRegions {
-    let mut parsed = ParsedRegions::default();
-    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        match entry.rsplit_once('=') {
-            Some((region, bytes))
-                if !region.is_empty()
-                    && !region.contains(char::is_whitespace)
-                    && bytes.parse::<u64>().is_ok() =>
-            {
-                parsed.regions.push(region.to_owned());
-            }
-            _ => parsed.malformed.push(entry.to_owned()),
-        }
-    }
-    parsed
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures::{TestPod, TestQuota, node};
-
-    #[test]
-    fn regions_annotation_parses_leniently() {
-        let cases: &[(&str, &[&str], &[&str])] = &[
-            (
-                "drm/0000:03:00.0/vram0=8589934592",
-                &["drm/0000:03:00.0/vram0"],
-                &[],
-            ),
-            ("a=1,b=2", &["a", "b"], &[]),
-            (" a=1 , ,b=2,", &["a", "b"], &[]),
-            ("", &[], &[]),
-            ("a=1,b,c=x,=5,d=-1", &["a"], &["b", "c=x", "=5", "d=-1"]),
-        ];
-        for (value, regions, malformed) in cases {
-            let parsed = parse_regions(value);
-            assert_eq!(parsed.regions, *regions, "{value}");
-            assert_eq!(parsed.malformed, *malformed, "{value}");
-        }
-    }
 
     #[test]
     fn pods_read_conditions_phase_and_deletion() {
