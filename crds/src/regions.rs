@@ -55,9 +55,12 @@ fn valid_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// (annotation value, parsed regions, malformed entries)
+    type Case<'a> = (&'a str, &'a [(&'a str, u64)], &'a [&'a str]);
+
     #[test]
     fn parses_leniently() {
-        let cases: &[(&str, &[(&str, u64)], &[&str])] = &[
+        let cases: &[Case<'_>] = &[
             (
                 "drm/0000:03:00.0/vram0=8589934592",
                 &[("drm/0000:03:00.0/vram0", 8_589_934_592)],
