@@ -7,6 +7,7 @@
 
 pub mod args;
 pub mod cgroup;
+pub mod conditions;
 pub mod enforce;
 pub mod kubelet;
 pub mod node;

@@ -36,6 +36,8 @@ pub enum LimitsOutcome {
         /// The value in force.
         actual: DmemValue,
     },
+    /// The node's kernel offers no usable dmem controller; nothing can be enforced here.
+    DmemUnavailable,
     /// A write failed.
     WriteFailed {
         /// The error's reason.
@@ -53,6 +55,7 @@ impl LimitsOutcome {
             Self::NotGoverned => consts::REASON_NOT_GOVERNED,
             Self::CgroupNotFound => consts::REASON_CGROUP_NOT_FOUND,
             Self::MaxBelowUsage { .. } => consts::REASON_MAX_BELOW_USAGE,
+            Self::DmemUnavailable => consts::REASON_DMEM_UNAVAILABLE,
             Self::WriteFailed { .. } => consts::REASON_WRITE_FAILED,
         }
     }
