@@ -14,6 +14,8 @@
 
 #![deny(missing_docs)]
 
+pub mod errors;
+pub use errors::error_chain;
 pub mod consts;
 pub mod duration;
 pub mod glob;

@@ -301,13 +301,4 @@ fn report_pod(
 }
 
 /// The error and its causes on one line, for condition messages and events.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use kube_dmem_crds::error_chain;

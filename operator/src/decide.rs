@@ -206,18 +206,8 @@ pub fn decide(observed: &Observed, state: &RemediationState, now: Timestamp) -> 
     }
 }
 
-/// An error and its sources, `": "`-joined: a condition message or event note must say what is
-/// wrong in full.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+/// An error and its sources, `": "`-joined (shared with the node agent).
+pub use kube_dmem_crds::error_chain as chain;
 
 #[cfg(test)]
 mod tests;

@@ -89,17 +89,8 @@ impl From<PreStartError> for Status {
     }
 }
 
-/// `err` and all its sources, joined with `: `, so the kubelet's event shows the whole cause.
-pub fn error_chain(err: &(dyn StdError + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+/// `err` and all its sources, so the kubelet's event shows the whole cause.
+pub use kube_dmem_crds::error_chain;
 
 /// Runs before every start of a container that holds our units; the node agent implements it.
 #[tonic::async_trait]
