@@ -34,6 +34,124 @@ pub enum Command {
     /// Run the agent's enforcement and pressure rounds on a simulated GPU node, with pods and
     /// DmemQuotas from local YAML (an embedded example by default), printing a live table.
     Standalone(StandaloneArgs),
+    /// Run the node agent in a cluster: watch this node's pods and all DmemQuotas, enforce their
+    /// limits through dmem cgroups, report pod conditions, serve the kubelet device plugin.
+    Run(RunArgs),
+}
+
+/// Which kernel interface `run` enforces on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CgroupBackend {
+    /// The node's cgroupfs under `--cgroup-root`.
+    Sysfs,
+    /// The in-process dmem simulator, with simulated pod cgroups and workloads (kind, kwok, laptops).
+    Sim,
+}
+
+/// Whether a kubelet runs on the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kubelet {
+    /// Register the device plugin and read grants from PodResources.
+    Enabled,
+    /// No kubelet (fake nodes): no registration, no PodResources.
+    Disabled,
+}
+
+/// Arguments of `run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// This node's name (from the downward API, `spec.nodeName`).
+    #[arg(long, env = "KUBE_DMEM_NODE_NAME")]
+    pub node_name: String,
+    /// Kernel interface: the node's cgroupfs, or the simulator.
+    #[arg(long, env = "KUBE_DMEM_CGROUP_BACKEND", value_enum, default_value_t = CgroupBackend::Sysfs)]
+    pub cgroup_backend: CgroupBackend,
+    /// The node's cgroup v2 root as seen by the agent (the hostPath mount point).
+    #[arg(long, env = "KUBE_DMEM_CGROUP_ROOT", default_value = "/sys/fs/cgroup")]
+    pub cgroup_root: PathBuf,
+    /// The kubelet's PodResources socket (follows the kubelet's --root-dir).
+    #[arg(long, env = "KUBE_DMEM_POD_RESOURCES_SOCKET", default_value = crate::kubelet::podresources::DEFAULT_SOCKET)]
+    pub pod_resources_socket: PathBuf,
+    /// The kubelet's device-plugin directory. The kubelet hard-codes
+    /// /var/lib/kubelet/device-plugins; change it only for tests.
+    #[arg(
+        long,
+        env = "KUBE_DMEM_DEVICE_PLUGIN_DIR",
+        default_value = "/var/lib/kubelet/device-plugins"
+    )]
+    pub device_plugin_dir: PathBuf,
+    /// Whether a kubelet runs here; `disabled` for clusters of fake nodes.
+    #[arg(long, env = "KUBE_DMEM_KUBELET", value_enum, default_value_t = Kubelet::Enabled)]
+    pub kubelet: Kubelet,
+    /// Address of the admin server (/live, /ready, /metrics).
+    #[arg(long, env = "KUBE_DMEM_ADMIN_ADDR", default_value = "0.0.0.0:9808")]
+    pub admin_addr: core::net::SocketAddr,
+    /// How often usage is read for pressure, e.g. `1s`.
+    #[arg(long, env = "KUBE_DMEM_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub poll_interval: std::time::Duration,
+    /// How often everything is re-evaluated against the cached objects, e.g. `60s`.
+    #[arg(long, env = "KUBE_DMEM_RESYNC", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub resync: std::time::Duration,
+    /// Bytes per `kube-dmem.io/vram` unit, e.g. `1Gi`.
+    #[arg(long, env = "KUBE_DMEM_VRAM_UNIT", default_value = "1Gi", value_parser = parse_unit)]
+    pub vram_unit: std::num::NonZeroU64,
+    /// Simulated kernel behaviour (sim backend): legacy (6.14-7.2) or current (7.3+).
+    #[arg(long, env = "KUBE_DMEM_SIM_PROFILE", value_enum, default_value_t = ProfileArg::Current)]
+    pub sim_profile: ProfileArg,
+    /// A simulated region (sim backend), `NAME=SIZE`; repeatable. Default: the standalone example's
+    /// two cards.
+    #[arg(long = "sim-region", env = "KUBE_DMEM_SIM_REGIONS", value_delimiter = ',', value_parser = parse_region)]
+    pub sim_regions: Vec<(String, u64)>,
+}
+
+impl RunArgs {
+    /// The run configuration these arguments describe.
+    pub fn into_config(self) -> crate::agent::RunConfig {
+        let RunArgs {
+            node_name,
+            cgroup_backend,
+            cgroup_root,
+            pod_resources_socket,
+            device_plugin_dir,
+            kubelet,
+            admin_addr,
+            poll_interval,
+            resync,
+            vram_unit,
+            sim_profile,
+            sim_regions,
+        } = self;
+        let backend = match cgroup_backend {
+            CgroupBackend::Sysfs => crate::agent::BackendConfig::Sysfs(cgroup_root),
+            CgroupBackend::Sim => crate::agent::BackendConfig::Sim {
+                profile: sim_profile.into(),
+                regions: if sim_regions.is_empty() {
+                    crate::standalone::DEFAULT_REGIONS
+                        .iter()
+                        .map(|(n, s)| ((*n).to_owned(), *s))
+                        .collect()
+                } else {
+                    sim_regions
+                },
+            },
+        };
+        crate::agent::RunConfig {
+            node: node_name,
+            backend,
+            kubelet: kubelet == Kubelet::Enabled,
+            device_plugin_dir,
+            pod_resources_socket,
+            admin_addr,
+            poll_interval,
+            resync,
+            vram_unit,
+        }
+    }
+}
+
+/// Parses a non-zero byte count (see [`parse_size`]).
+pub fn parse_unit(s: &str) -> Result<std::num::NonZeroU64, String> {
+    std::num::NonZeroU64::new(parse_size(s)?).ok_or_else(|| format!("{s:?}: must not be zero"))
 }
 
 /// Arguments of `standalone`.
@@ -269,6 +387,67 @@ mod tests {
             [("r0".to_owned(), 1 << 30), ("r1".to_owned(), 2048)]
         );
         assert!(config.reclaim);
+    }
+
+    #[test]
+    fn run_reads_the_chart_environment_and_defaults() {
+        let args = Args::try_parse_from([
+            "kube-dmem-device-plugin",
+            "run",
+            "--node-name",
+            "n1",
+            "--cgroup-backend",
+            "sim",
+            "--kubelet",
+            "disabled",
+            "--sim-region",
+            "r0=4Gi",
+            "--vram-unit",
+            "512Mi",
+        ])
+        .unwrap();
+        let Command::Run(run) = args.command else {
+            panic!("expected the run subcommand, got {:?}", args.command);
+        };
+        let cfg = run.into_config();
+        assert_eq!(cfg.node, "n1");
+        assert!(!cfg.kubelet);
+        assert_eq!(cfg.vram_unit.get(), 512 << 20);
+        assert_eq!(cfg.poll_interval, std::time::Duration::from_secs(1));
+        assert_eq!(cfg.resync, std::time::Duration::from_secs(60));
+        assert_eq!(cfg.admin_addr.port(), 9808);
+        assert_eq!(
+            cfg.device_plugin_dir,
+            PathBuf::from("/var/lib/kubelet/device-plugins")
+        );
+        assert!(
+            matches!(cfg.backend, crate::agent::BackendConfig::Sim { ref regions, .. } if regions == &[("r0".to_owned(), 4 << 30)])
+        );
+        let sysfs =
+            Args::try_parse_from(["kube-dmem-device-plugin", "run", "--node-name", "n1"]).unwrap();
+        let Command::Run(run) = sysfs.command else {
+            panic!("run")
+        };
+        let cfg = run.into_config();
+        assert!(cfg.kubelet);
+        assert!(
+            matches!(cfg.backend, crate::agent::BackendConfig::Sysfs(ref root) if root == std::path::Path::new("/sys/fs/cgroup"))
+        );
+        assert!(
+            Args::try_parse_from(["kube-dmem-device-plugin", "run"]).is_err(),
+            "node name required"
+        );
+        assert!(
+            Args::try_parse_from([
+                "kube-dmem-device-plugin",
+                "run",
+                "--node-name",
+                "n",
+                "--vram-unit",
+                "0"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

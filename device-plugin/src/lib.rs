@@ -5,12 +5,17 @@
 //! over FUSE); the binary's flags are in [`args`], its logging in [`telemetry`]. Kernel facts:
 //! `kernel-dmem.md`; conventions: `style.md`.
 
+pub mod act;
+pub mod admin;
+pub mod agent;
 pub mod args;
 pub mod cgroup;
 pub mod conditions;
 pub mod enforce;
 pub mod kubelet;
+pub mod metrics;
 pub mod node;
+pub mod pods;
 pub mod pressure;
 pub mod simfs;
 pub mod standalone;

@@ -3,9 +3,10 @@
 use anyhow::Context as _;
 use clap::Parser;
 use kube_dmem_device_plugin::args::{Args, Command};
-use kube_dmem_device_plugin::{simfs, standalone, telemetry};
+use kube_dmem_device_plugin::{agent, simfs, standalone, telemetry};
+use tokio_util::sync::CancellationToken;
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let Args {
         log_level,
@@ -21,6 +22,24 @@ async fn main() -> anyhow::Result<()> {
             standalone::run(standalone_args.into_config())
                 .await
                 .context("running the standalone node")?;
+        }
+        Command::Run(run_args) => {
+            let stop = CancellationToken::new();
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .context("listening for SIGTERM")?;
+            let on_signal = stop.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                tracing::info!("Shutting down");
+                on_signal.cancel();
+            });
+            agent::run(run_args.into_config(), stop)
+                .await
+                .context("running the node agent")?;
         }
     }
     Ok(())

@@ -1,0 +1,161 @@
+//! EDGE: notices new pod cgroups within [`SCAN_INTERVAL`], so the agent applies limits as the
+//! kubelet creates a pod's cgroup, before its workload allocates.
+//!
+//! A cheap scan rather than inotify: every tick it lists only the directories where pod cgroups
+//! appear (the kubepods hierarchy down to the QoS level: a few `readdir`s), found once and again
+//! every [`REDISCOVER_EVERY`] ticks. Listing works the same on cgroupfs, the FUSE simulator and any
+//! layout the scan in `cgroup::path` understands, with no watch descriptors to lose.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::cgroup::path::pod_uid_from_name;
+use crate::cgroup::{CgroupFs, CgroupPath, SysfsCgroups};
+
+/// Time between two scans: short against a container start (hundreds of milliseconds).
+pub const SCAN_INTERVAL: Duration = Duration::from_millis(100);
+/// Ticks between rediscoveries of the parent directories (every 5 s at the default interval).
+pub const REDISCOVER_EVERY: u32 = 50;
+/// Deepest level below the root where pod cgroups appear (kind nests the kubelet's root, `kubelet.md` §4.5).
+const MAX_PARENT_DEPTH: usize = 4;
+
+/// Whether a cgroup name belongs to the kubelet's hierarchy.
+fn kubelet_like(name: &str) -> bool {
+    name.contains("kubepods") || name.contains("kubelet")
+}
+
+/// The directories pod cgroups appear in: every non-pod cgroup at or below a kubelet-like one,
+/// down to [`MAX_PARENT_DEPTH`]. Unreadable or vanished directories are skipped.
+pub fn pod_parents(fs: &dyn CgroupFs) -> Vec<CgroupPath> {
+    let mut parents = Vec::new();
+    let mut queue = VecDeque::from([(CgroupPath::root(), 0usize, false)]);
+    while let Some((dir, depth, inside)) = queue.pop_front() {
+        if inside {
+            parents.push(dir.clone());
+        }
+        if depth >= MAX_PARENT_DEPTH {
+            continue;
+        }
+        let Ok(children) = fs.children(&dir) else {
+            continue;
+        };
+        for name in children {
+            let child_inside = inside || kubelet_like(&name);
+            if pod_uid_from_name(&name).is_some() || !child_inside && depth + 1 >= MAX_PARENT_DEPTH
+            {
+                continue;
+            }
+            if let Ok(child) = dir.join(&name) {
+                queue.push_back((child, depth + 1, child_inside));
+            }
+        }
+    }
+    parents
+}
+
+/// Scan state: the parent directories and the pod cgroups already seen.
+#[derive(Debug, Default)]
+pub struct NewPodCgroups {
+    parents: Vec<CgroupPath>,
+    known: BTreeSet<String>,
+    ticks: u32,
+}
+
+impl NewPodCgroups {
+    /// Scans once; `true` when a pod cgroup appeared since the last scan (the first scan only
+    /// learns what exists).
+    pub fn poll(&mut self, fs: &dyn CgroupFs) -> bool {
+        if self.ticks.is_multiple_of(REDISCOVER_EVERY) || self.parents.is_empty() {
+            self.parents = pod_parents(fs);
+        }
+        let first = self.ticks == 0;
+        self.ticks = self.ticks.wrapping_add(1);
+        let mut seen = BTreeSet::new();
+        for parent in &self.parents {
+            if let Ok(children) = fs.children(parent) {
+                seen.extend(
+                    children
+                        .into_iter()
+                        .filter(|n| pod_uid_from_name(n).is_some()),
+                );
+            }
+        }
+        let appeared = seen.iter().any(|name| !self.known.contains(name));
+        self.known = seen;
+        appeared && !first
+    }
+}
+
+/// Scans `fs` every [`SCAN_INTERVAL`] on a blocking thread and pokes `notify` when a pod cgroup
+/// appears, until `stop`.
+pub async fn watch(fs: SysfsCgroups, notify: Arc<Notify>, stop: CancellationToken) {
+    let task = tokio::task::spawn_blocking(move || {
+        let mut scan = NewPodCgroups::default();
+        while !stop.is_cancelled() {
+            if scan.poll(&fs) {
+                tracing::debug!("New pod cgroup");
+                notify.notify_one();
+            }
+            std::thread::sleep(SCAN_INTERVAL);
+        }
+    });
+    if task.await.is_err() {
+        tracing::error!("The pod cgroup scan stopped unexpectedly");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube_dmem_sim::{SimConfig, SimKernel};
+
+    use super::*;
+    use crate::cgroup::SimCgroups;
+
+    #[test]
+    fn new_pod_cgroups_are_noticed_in_every_layout() {
+        let mut k = SimKernel::new(SimConfig::default());
+        for dir in [
+            "/kubepods.slice",
+            "/kubepods.slice/kubepods-burstable.slice",
+            "/kubepods",
+            "/kubepods/besteffort",
+            "/system.slice",
+        ] {
+            k.mkdir(dir).expect("mkdir");
+        }
+        let fs = SimCgroups::from_kernel(k);
+        let mut scan = NewPodCgroups::default();
+        assert!(!scan.poll(&fs), "the first scan learns");
+        assert!(!scan.poll(&fs));
+        let uid = "0c1b2a39-1d5e-4f6a-8b7c-9d0e1f2a3b4c";
+        for pod in [
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
+                uid.replace('-', "_")
+            ),
+            format!(
+                "/kubepods.slice/kubepods-pod{}.slice",
+                uid.replace('-', "_")
+            ),
+            format!("/kubepods/besteffort/pod{uid}"),
+        ] {
+            fs.kernel()
+                .lock()
+                .expect("lock")
+                .mkdir(&pod)
+                .expect("mkdir pod");
+            assert!(scan.poll(&fs), "{pod}");
+            assert!(!scan.poll(&fs), "{pod} seen once");
+        }
+        fs.kernel()
+            .lock()
+            .expect("lock")
+            .mkdir("/system.slice/podlike")
+            .expect("mkdir");
+        assert!(!scan.poll(&fs), "outside the kubelet's hierarchy");
+    }
+}

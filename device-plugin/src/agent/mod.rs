@@ -1,0 +1,248 @@
+//! Cluster mode (`kube-dmem-device-plugin run`): the node agent of one node in a real cluster.
+//!
+//! EDGE driver. Wiring: the watches ([`crate::pods`]), the kernel backend ([`backend`]), the
+//! kubelet device plugin and PodResources when the kubelet is enabled, the new-pod-cgroup scan
+//! ([`cgroup_watch`]), the admin server; then the loop. A round ([`state::Agent::round`]) runs on
+//! a pod or quota change (debounced), on a new pod cgroup or a PreStart request (at once), every
+//! poll interval (pressure) and every resync. No round runs before both watches have synced, so
+//! limits are never reset from an empty view; `run_round` writes only differences, so a restarted
+//! agent adopts what is in force.
+
+pub mod backend;
+pub mod cgroup_watch;
+pub mod facts;
+pub mod prestart;
+pub mod state;
+
+use std::num::NonZeroU64;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube_dmem_sim::Profile;
+use prometheus_client::registry::Registry;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, info, info_span, warn};
+
+use crate::act::KubeSink;
+use crate::admin::{self, Health};
+use crate::cgroup::CgroupPath;
+use crate::kubelet::RESOURCE_NAME;
+use crate::kubelet::devnodes::NoDeviceNodes;
+use crate::kubelet::grants::{Grants, join};
+use crate::kubelet::inventory::Inventory;
+use crate::kubelet::plugin::DevicePluginService;
+use crate::kubelet::podresources::PodResourcesClient;
+use crate::kubelet::registration::{Registrar, RegistrationConfig};
+use crate::metrics::Metrics;
+use crate::node::RoundConfig;
+use crate::pods::Caches;
+use crate::pressure::PressureThresholds;
+use backend::Backend;
+use prestart::{AgentPreStart, RoundRequest};
+use state::Agent;
+
+/// Quiet time after a pod or quota change before the round, so a burst of watch events (a
+/// Deployment scaling up) makes one round, not one per event.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Which kernel the agent enforces on.
+#[derive(Clone, Debug)]
+pub enum BackendConfig {
+    /// The node's cgroupfs under this root.
+    Sysfs(PathBuf),
+    /// The in-process simulator.
+    Sim {
+        /// Kernel profile.
+        profile: Profile,
+        /// Regions, `(name, bytes)` in registration order.
+        regions: Vec<(String, u64)>,
+    },
+}
+
+/// What `run` needs.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// This node.
+    pub node: String,
+    /// The kernel side.
+    pub backend: BackendConfig,
+    /// Whether a kubelet runs here (device plugin registration, PodResources).
+    pub kubelet: bool,
+    /// The kubelet's device-plugin directory.
+    pub device_plugin_dir: PathBuf,
+    /// The kubelet's PodResources socket.
+    pub pod_resources_socket: PathBuf,
+    /// Admin server address.
+    pub admin_addr: std::net::SocketAddr,
+    /// Pressure polling interval.
+    pub poll_interval: Duration,
+    /// Full re-evaluation interval (also forgets what was written).
+    pub resync: Duration,
+    /// Bytes per `kube-dmem.io/vram` unit.
+    pub vram_unit: NonZeroU64,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No Kubernetes client could be built.
+    #[error("could not build a Kubernetes client (in-cluster or $KUBECONFIG)")]
+    Client(#[source] kube::Error),
+    /// The admin server could not start.
+    #[error("starting the admin server")]
+    Admin(#[source] admin::AdminError),
+    /// The simulator could not be set up.
+    #[error("setting up the simulated node")]
+    Sim(#[source] crate::standalone::sim_node::SimNodeError),
+}
+
+/// Runs the agent until `stop` is cancelled.
+pub async fn run(cfg: RunConfig, stop: CancellationToken) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(RunError::Client)?;
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let health = Arc::new(Health::default());
+    let listener = admin::bind(cfg.admin_addr).await.map_err(RunError::Admin)?;
+    let mut tasks = JoinSet::new();
+    let admin_server = admin::serve(listener, health.clone(), Arc::new(registry), stop.clone());
+    tasks.spawn(async move {
+        if let Err(err) = admin_server.await {
+            tracing::error!(
+                reason = err.reason(),
+                error = &err as &dyn std::error::Error,
+                "Admin server stopped"
+            );
+        }
+    });
+
+    let (backend, high) = match &cfg.backend {
+        BackendConfig::Sysfs(root) => Backend::sysfs(root.clone()),
+        BackendConfig::Sim { profile, regions } => {
+            Backend::sim(*profile, regions).map_err(RunError::Sim)?
+        }
+    };
+    if let Some(why) = backend.unavailable() {
+        warn!(
+            why,
+            "dmem is unavailable on this node; reporting, not enforcing"
+        );
+    }
+    let new_cgroup = Arc::new(Notify::new());
+    if let Some(fs) = backend.sysfs_root() {
+        tasks.spawn(
+            cgroup_watch::watch(fs, new_cgroup.clone(), stop.clone())
+                .instrument(info_span!("pod-cgroup-scan")),
+        );
+    }
+    let trigger = Arc::new(Notify::new());
+    let caches = Caches::start(&client, &cfg.node, &metrics, &trigger, &stop, &mut tasks);
+    let (inventory_tx, inventory_rx) = watch::channel(Inventory::new(cfg.vram_unit));
+    let (rounds_tx, mut rounds_rx) = mpsc::channel::<RoundRequest>(16);
+    let pod_resources = cfg
+        .kubelet
+        .then(|| PodResourcesClient::new(cfg.pod_resources_socket.clone()));
+    if let Some(pr) = &pod_resources {
+        let hook = Arc::new(AgentPreStart::new(pr.clone(), rounds_tx.clone()));
+        let plugin = DevicePluginService::new(inventory_rx.clone(), Arc::new(NoDeviceNodes), hook)
+            .with_stop(stop.clone());
+        let config = RegistrationConfig {
+            dir: cfg.device_plugin_dir.clone(),
+            ..RegistrationConfig::default()
+        };
+        tasks.spawn(
+            Registrar::new(config, plugin)
+                .run(stop.clone())
+                .instrument(info_span!("kubelet-registration")),
+        );
+    }
+    let round_cfg = RoundConfig {
+        scan_root: CgroupPath::root(),
+        high,
+        thresholds: PressureThresholds::default(),
+    };
+    let mut agent = Agent::new(cfg.node.clone(), backend, round_cfg, metrics, inventory_tx);
+    let sink = KubeSink::new(client, &cfg.node);
+
+    // Observe nothing before both watches have synced: an empty view would look like "no pods".
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => return Ok(()),
+        synced = caches.wait_synced() => if !synced { return Ok(()) },
+    }
+    info!(node = %cfg.node, kubelet = cfg.kubelet, "Watches synced, enforcing");
+    let mut poll = tokio::time::interval(cfg.poll_interval);
+    let mut resync = tokio::time::interval(cfg.resync);
+    resync.tick().await;
+    let mut grants: Option<Grants> = None;
+    loop {
+        let mut pending: Option<RoundRequest> = None;
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            Some(req) = rounds_rx.recv() => pending = Some(req),
+            () = new_cgroup.notified() => {}
+            () = trigger.notified() => tokio::time::sleep(DEBOUNCE).await,
+            _ = poll.tick() => {}
+            _ = resync.tick() => agent.forget_writes(),
+        }
+        let objects = caches.snapshot();
+        if let Some(pr) = &pod_resources {
+            grants = refresh_grants(pr, &objects, &inventory_rx.borrow(), grants.take()).await;
+        }
+        let result = agent
+            .round(&objects, grants.as_ref(), &sink, Timestamp::now())
+            .await;
+        match &result {
+            Ok(_) => health.set_ready(),
+            Err(err) => warn!(
+                reason = err.reason(),
+                error = err as &dyn std::error::Error,
+                "Round failed"
+            ),
+        }
+        if let Some(req) = pending {
+            let outcome = result.ok().and_then(|report| {
+                report
+                    .pods
+                    .into_iter()
+                    .find(|p| {
+                        (p.facts.namespace.as_str(), p.facts.name.as_str())
+                            == (req.pod.0.as_str(), req.pod.1.as_str())
+                    })
+                    .map(|p| p.outcome)
+            });
+            let _ = req.reply.send(outcome);
+        }
+    }
+    tasks.shutdown().await;
+    Ok(())
+}
+
+/// Fresh grants from PodResources; on failure the last known ones stay in use.
+async fn refresh_grants(
+    pr: &PodResourcesClient,
+    objects: &crate::pods::Objects,
+    inventory: &Inventory,
+    last: Option<Grants>,
+) -> Option<Grants> {
+    let listed_at = SystemTime::now();
+    match pr.list().await {
+        Ok(list) => {
+            let known = facts::known_pods(objects);
+            Some(join(&list, &known, inventory, RESOURCE_NAME, listed_at))
+        }
+        Err(err) => {
+            warn!(
+                reason = err.reason(),
+                error = &err as &dyn std::error::Error,
+                "PodResources unavailable, using the last grants"
+            );
+            last
+        }
+    }
+}

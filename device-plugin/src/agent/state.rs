@@ -1,0 +1,326 @@
+//! EDGE: the agent between rounds and one round of cluster mode: inputs from the cached objects,
+//! the kernel round in `spawn_blocking`, then the API writes the round calls for, through an
+//! [`ApiSink`]. Conditions are written only on a status or reason change ([`conditions`]), the
+//! node regions only when they change, so steady state makes zero API writes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube_dmem_crds::regions::format_regions;
+use kube_dmem_crds::select::QuotaRef;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::backend::{Backend, BackendError};
+use super::facts::{by_uid, round_inputs};
+use crate::act::{ApiSink, ApiWrite, node_ref, pod_ref};
+use crate::conditions::{self, ConditionKey};
+use crate::kubelet::grants::Grants;
+use crate::kubelet::inventory::Inventory;
+use crate::metrics::{Metrics, PodRegion};
+use crate::node::{LimitsOutcome, RoundConfig, RoundReport};
+use crate::pods::Objects;
+
+/// First wait after a failed API write; doubles up to [`WRITE_BACKOFF_MAX`]. Rounds go on
+/// meanwhile: enforcement never waits for the API server.
+const WRITE_BACKOFF_INITIAL: Duration = Duration::from_millis(500);
+/// Longest wait between write attempts while the API server fails.
+const WRITE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Why a round failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    /// The kernel side failed.
+    #[error("kernel round failed")]
+    Backend(#[from] BackendError),
+    /// The blocking task panicked or the kernel lock was poisoned.
+    #[error("the kernel round task failed")]
+    Task,
+}
+
+impl RoundError {
+    /// PascalCase reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Backend(e) => e.reason(),
+            Self::Task => "RoundTaskFailed",
+        }
+    }
+}
+
+/// The agent's state between rounds.
+pub struct Agent {
+    node: String,
+    backend: Arc<Mutex<Backend>>,
+    round_cfg: RoundConfig,
+    metrics: Metrics,
+    inventory: watch::Sender<Inventory>,
+    /// Condition keys written per pod (`namespace/name`), so a write is not repeated before the
+    /// watch brings it back.
+    written: BTreeMap<String, ConditionKey>,
+    /// The regions annotation value last applied.
+    published_regions: Option<String>,
+    dmem_event_sent: bool,
+    invalid_quotas: BTreeSet<QuotaRef>,
+    gauges: BTreeSet<PodRegion>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Agent {
+    /// An agent for `node` over `backend`; inventories go to `inventory`.
+    pub fn new(
+        node: String,
+        backend: Backend,
+        round_cfg: RoundConfig,
+        metrics: Metrics,
+        inventory: watch::Sender<Inventory>,
+    ) -> Self {
+        metrics
+            .dmem_available
+            .set(i64::from(backend.unavailable().is_none()));
+        Self {
+            node,
+            backend: Arc::new(Mutex::new(backend)),
+            round_cfg,
+            metrics,
+            inventory,
+            written: BTreeMap::new(),
+            published_regions: None,
+            dmem_event_sent: false,
+            invalid_quotas: BTreeSet::new(),
+            gauges: BTreeSet::new(),
+            retry_at: None,
+            backoff: WRITE_BACKOFF_INITIAL,
+        }
+    }
+
+    /// Forgets what was written, so the next round compares with the cache alone (the periodic
+    /// resync heals writes that were lost or undone by someone else).
+    pub fn forget_writes(&mut self) {
+        self.written.clear();
+    }
+
+    /// One round: kernel first, then the API writes it calls for. Returns the kernel report.
+    pub async fn round(
+        &mut self,
+        objects: &Objects,
+        grants: Option<&Grants>,
+        sink: &dyn ApiSink,
+        now: Timestamp,
+    ) -> Result<RoundReport, RoundError> {
+        let inputs = round_inputs(objects, grants);
+        self.note_invalid(&inputs.invalid);
+        // Act on the kernel (blocking I/O, off the async threads).
+        let timer = self.metrics.time_round();
+        let backend = Arc::clone(&self.backend);
+        let cfg = self.round_cfg.clone();
+        let (pods, facts, quotas) = (inputs.pods.clone(), inputs.facts, inputs.quotas);
+        let result = tokio::task::spawn_blocking(move || {
+            let mut backend = backend.lock().map_err(|_| RoundError::Task)?;
+            backend
+                .round(&cfg, &pods, &facts, &quotas)
+                .map_err(RoundError::Backend)
+        })
+        .await
+        .map_err(|_| RoundError::Task)
+        .and_then(|r| r);
+        drop(timer);
+        let report = match result {
+            Ok(report) => report,
+            Err(err) => {
+                Metrics::inc(&self.metrics.rounds, "result", "error");
+                Metrics::inc(&self.metrics.kernel_errors, "reason", err.reason());
+                return Err(err);
+            }
+        };
+        Metrics::inc(&self.metrics.rounds, "result", "ok");
+        self.metrics.kernel_writes.inc_by(report.writes as u64);
+        self.metrics.observe_round(&report, &mut self.gauges);
+        self.publish_inventory(&report);
+        // Report (pure decisions, then the client).
+        let writes = self.plan_writes(&report, &inputs.pods, now);
+        self.perform(writes, sink).await;
+        Ok(report)
+    }
+
+    fn note_invalid(&mut self, invalid: &[(QuotaRef, kube_dmem_crds::validate::ValidationError)]) {
+        let now: BTreeSet<QuotaRef> = invalid.iter().map(|(q, _)| q.clone()).collect();
+        for (quota, err) in invalid {
+            if !self.invalid_quotas.contains(quota) {
+                warn!(quota = %quota, error = err as &dyn std::error::Error, "Ignoring invalid DmemQuota");
+            }
+        }
+        self.metrics
+            .invalid_quotas
+            .set(i64::try_from(now.len()).unwrap_or(i64::MAX));
+        self.invalid_quotas = now;
+    }
+
+    fn publish_inventory(&self, report: &RoundReport) {
+        let capacity = report
+            .regions
+            .iter()
+            .map(|r| (r.region.clone(), r.bytes))
+            .collect();
+        self.inventory
+            .send_if_modified(|inv| match inv.observe(&capacity) {
+                Ok(next) if next != *inv => {
+                    *inv = next;
+                    true
+                }
+                Ok(_) => false,
+                Err(err) => {
+                    warn!(
+                        reason = err.reason(),
+                        error = &err as &dyn std::error::Error,
+                        "Inventory not updated"
+                    );
+                    false
+                }
+            });
+    }
+
+    /// The writes this round calls for, in order: node annotation and event, then per pod.
+    fn plan_writes(
+        &mut self,
+        report: &RoundReport,
+        pods: &[Arc<k8s_openapi::api::core::v1::Pod>],
+        now: Timestamp,
+    ) -> Vec<ApiWrite> {
+        let mut writes = Vec::new();
+        if let Some(why) = self
+            .backend
+            .lock()
+            .ok()
+            .and_then(|b| b.unavailable().map(str::to_owned))
+        {
+            if !self.dmem_event_sent {
+                writes.push(ApiWrite::Event {
+                    regarding: node_ref(&self.node),
+                    warning: true,
+                    reason: kube_dmem_crds::REASON_DMEM_UNAVAILABLE.to_owned(),
+                    note: why,
+                });
+            }
+        } else {
+            let value = format_regions(report.regions.iter().map(|r| (r.region.as_str(), r.bytes)));
+            if self.published_regions.as_deref() != Some(value.as_str()) {
+                writes.push(ApiWrite::NodeRegions {
+                    node: self.node.clone(),
+                    value,
+                });
+            }
+        }
+        let objects = by_uid(pods);
+        let present: BTreeSet<String> = report
+            .pods
+            .iter()
+            .map(|p| pod_key(&p.facts.namespace, &p.facts.name))
+            .collect();
+        self.written.retain(|key, _| present.contains(key));
+        for pod in &report.pods {
+            let key = pod_key(&pod.facts.namespace, &pod.facts.name);
+            let current = objects
+                .get(pod.facts.uid.as_str())
+                .and_then(|p| p.status.as_ref())
+                .and_then(|s| s.conditions.as_deref())
+                .unwrap_or_default();
+            let desired = conditions::desired(pod, current, now);
+            if !desired.needs_write() {
+                self.written.remove(&key);
+                continue;
+            }
+            if self.written.get(&key) == Some(&desired.key()) {
+                // Written already; the watch has not brought it back yet.
+                continue;
+            }
+            if let LimitsOutcome::WriteFailed { reason, .. } = &pod.outcome {
+                Metrics::inc(&self.metrics.kernel_errors, "reason", reason);
+            }
+            debug!(pod = %pod.facts.name, namespace = %pod.facts.namespace, tier = %pod.tier,
+                outcome = pod.outcome.reason(), "Conditions changed");
+            writes.push(ApiWrite::PodConditions {
+                namespace: pod.facts.namespace.clone(),
+                name: pod.facts.name.clone(),
+                conditions: vec![desired.pressure.clone(), desired.limits.clone()],
+            });
+            for tr in desired
+                .transitions
+                .iter()
+                .filter(|t| t.had_previous || t.warning)
+            {
+                writes.push(ApiWrite::Event {
+                    regarding: pod_ref(&pod.facts.namespace, &pod.facts.name, &pod.facts.uid),
+                    warning: tr.warning,
+                    reason: tr.reason.clone(),
+                    note: tr.message.clone(),
+                });
+            }
+        }
+        writes
+    }
+
+    /// Performs `writes` in order; after a failure the rest waits for the next round after a
+    /// backoff (the decisions are recomputed then, from fresher state).
+    async fn perform(&mut self, writes: Vec<ApiWrite>, sink: &dyn ApiSink) {
+        if writes.is_empty() || self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        for write in writes {
+            match sink.write(&write).await {
+                Ok(()) => {
+                    Metrics::inc(&self.metrics.api_writes, "kind", write.kind());
+                    self.backoff = WRITE_BACKOFF_INITIAL;
+                    self.retry_at = None;
+                    self.remember(&write);
+                }
+                Err(err) if err.is_not_found() => {
+                    debug!(
+                        error = &err as &dyn std::error::Error,
+                        "Object gone, write dropped"
+                    );
+                }
+                Err(err) => {
+                    Metrics::inc(&self.metrics.api_errors, "reason", err.reason());
+                    warn!(error = &err as &dyn std::error::Error, retry_in = ?self.backoff, "API write failed");
+                    self.retry_at = Some(Instant::now() + self.backoff);
+                    self.backoff = (self.backoff * 2).min(WRITE_BACKOFF_MAX);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn remember(&mut self, write: &ApiWrite) {
+        match write {
+            ApiWrite::PodConditions {
+                conditions,
+                namespace,
+                name,
+            } => {
+                let key = |i: usize| {
+                    conditions
+                        .get(i)
+                        .map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default()))
+                        .unwrap_or_default()
+                };
+                info!(namespace = %namespace, pod = %name, pressure = %key(0).1, limits = %key(1).1, "Pod conditions applied");
+                self.written
+                    .insert(pod_key(namespace, name), (key(0), key(1)));
+            }
+            ApiWrite::NodeRegions { value, .. } => self.published_regions = Some(value.clone()),
+            ApiWrite::Event { regarding, .. } if regarding.kind.as_deref() == Some("Node") => {
+                self.dmem_event_sent = true;
+            }
+            ApiWrite::Event { .. } => {}
+        }
+    }
+}
+
+fn pod_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}

@@ -1,0 +1,148 @@
+//! EDGE: the two watches the node agent acts on, cached in reflector stores: this node's pods
+//! (field selector `spec.nodeName=<node>`) and every DmemQuota.
+//!
+//! Quotas are watched as dynamic objects and converted when a snapshot is taken: one quota whose
+//! spec does not deserialize (an older CRD let it in) is skipped and counted, it never stalls the
+//! watch. Watch errors are counted and the watcher restarts with kube's default backoff; the stores
+//! keep their last contents meanwhile, so enforcement goes on from the last known objects while the
+//! API server is unreachable. Every change after the initial list pokes `trigger` (the loop
+//! debounces). Streaming lists are not used (`kubelet.md` §6.3).
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use kube_dmem_crds::DmemQuota;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info_span, warn};
+
+use crate::metrics::Metrics;
+
+/// The objects one round reads.
+#[derive(Clone, Debug, Default)]
+pub struct Objects {
+    /// This node's pods.
+    pub pods: Vec<Arc<Pod>>,
+    /// Every DmemQuota that deserializes.
+    pub quotas: Vec<DmemQuota>,
+}
+
+/// Read handles on the two caches.
+#[derive(Clone)]
+pub struct Caches {
+    pods: Store<Pod>,
+    quotas: Store<DynamicObject>,
+    metrics: Metrics,
+}
+
+impl Caches {
+    /// Starts the watches on `tasks`; they end when `stop` is cancelled.
+    pub fn start(
+        client: &Client,
+        node: &str,
+        metrics: &Metrics,
+        trigger: &Arc<Notify>,
+        stop: &CancellationToken,
+        tasks: &mut JoinSet<()>,
+    ) -> Self {
+        let ar = ApiResource::erase::<DmemQuota>(&());
+        let quota_writer = Writer::new(ar.clone());
+        let (pods, pod_writer) = reflector::store::<Pod>();
+        let caches = Self {
+            pods,
+            quotas: quota_writer.as_reader(),
+            metrics: metrics.clone(),
+        };
+        let pod_stream = watcher(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().fields(&format!("spec.nodeName={node}")),
+        )
+        .modify(|p: &mut Pod| p.metadata.managed_fields = None);
+        let quota_stream = watcher(
+            Api::<DynamicObject>::all_with(client.clone(), &ar),
+            watcher::Config::default(),
+        )
+        .modify(|q: &mut DynamicObject| q.metadata.managed_fields = None);
+        let ctx = (metrics.clone(), trigger.clone(), stop.clone());
+        tasks.spawn(
+            drive("pods", pod_stream, pod_writer, ctx.clone())
+                .instrument(info_span!("watch", resource = "pods")),
+        );
+        tasks.spawn(
+            drive("dmemquotas", quota_stream, quota_writer, ctx)
+                .instrument(info_span!("watch", resource = "dmemquotas")),
+        );
+        caches
+    }
+
+    /// Waits until both watches have delivered their initial list; `false` if a watch task ended
+    /// first (shutdown).
+    pub async fn wait_synced(&self) -> bool {
+        let (p, q) = tokio::join!(self.pods.wait_until_ready(), self.quotas.wait_until_ready());
+        p.is_ok() && q.is_ok()
+    }
+
+    /// The cached objects now (no API call).
+    pub fn snapshot(&self) -> Objects {
+        let quotas = self
+            .quotas
+            .state()
+            .iter()
+            .filter_map(|obj| match obj.as_ref().clone().try_parse::<DmemQuota>() {
+                Ok(quota) => Some(quota),
+                Err(err) => {
+                    Metrics::inc(&self.metrics.decode_errors, "resource", "dmemquotas");
+                    warn!(
+                        quota = obj.metadata.name.as_deref().unwrap_or_default(),
+                        namespace = obj.metadata.namespace.as_deref().unwrap_or_default(),
+                        error = &err as &dyn std::error::Error,
+                        "Skipping a DmemQuota that does not deserialize"
+                    );
+                    None
+                }
+            })
+            .collect();
+        Objects {
+            pods: self.pods.state(),
+            quotas,
+        }
+    }
+}
+
+/// Feeds one watch into its store until `stop`.
+async fn drive<K, S>(
+    resource: &'static str,
+    stream: S,
+    writer: Writer<K>,
+    (metrics, trigger, stop): (Metrics, Arc<Notify>, CancellationToken),
+) where
+    K: Resource + Clone + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+{
+    let events = stream.default_backoff().reflect(writer);
+    futures::pin_mut!(events);
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            next = events.next() => match next {
+                // Initial list items arrive before the store is swapped in; poke once at InitDone.
+                Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
+                Some(Ok(_)) => trigger.notify_one(),
+                Some(Err(err)) => {
+                    Metrics::inc(&metrics.watch_restarts, "resource", resource);
+                    warn!(resource, error = &err as &dyn std::error::Error, "Watch failed, retrying");
+                }
+                None => break,
+            },
+        }
+    }
+}
