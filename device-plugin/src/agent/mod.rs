@@ -246,3 +246,6 @@ async fn refresh_grants(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

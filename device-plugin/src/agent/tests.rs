@@ -1,0 +1,298 @@
+//! The reconcile loop against the in-process simulator with a recording API boundary: pods and
+//! quotas in, condition patches and events out.
+
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube_dmem_crds::{DmemQuota, POD_CONDITION_VRAM_LIMITS_APPLIED, POD_CONDITION_VRAM_PRESSURE};
+use kube_dmem_sim::Profile;
+use tokio::sync::watch;
+
+use super::backend::Backend;
+use super::state::Agent;
+use crate::act::{ActError, ApiSink, ApiWrite};
+use crate::cgroup::CgroupPath;
+use crate::kubelet::inventory::Inventory;
+use crate::metrics::Metrics;
+use crate::node::RoundConfig;
+use crate::pods::Objects;
+use crate::pressure::PressureThresholds;
+
+const R0: &str = "drm/0000:03:00.0/vram0";
+const UID: &str = "6f1c2a39-1d5e-4f6a-8b7c-9d0e1f2a3b4c";
+
+/// Records every write; the "API server" of these tests.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<ApiWrite>>);
+
+impl Recorder {
+    fn take(&self) -> Vec<ApiWrite> {
+        std::mem::take(&mut *self.0.lock().expect("lock"))
+    }
+}
+
+#[tonic::async_trait]
+impl ApiSink for Recorder {
+    async fn write(&self, write: &ApiWrite) -> Result<(), ActError> {
+        self.0.lock().expect("lock").push(write.clone());
+        Ok(())
+    }
+}
+
+fn quota() -> DmemQuota {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-dmem.io/v1alpha1", "kind": "DmemQuota",
+        "metadata": {"name": "q", "namespace": "ml", "creationTimestamp": "2026-11-01T10:00:00Z"},
+        "spec": {"selector": {"matchLabels": {"app": "train"}},
+                 "limits": [{"region": "*", "max": "8Gi", "high": "4Gi"}]}
+    }))
+    .expect("quota")
+}
+
+fn pod(name: &str, uid: &str, usage: &str, phase: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "ml", "uid": uid, "labels": {"app": "train"},
+                     "annotations": {"sim.kube-dmem.io/usage": format!("{R0}={usage}")}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]},
+        "status": {"phase": phase, "qosClass": "BestEffort"}
+    }))
+    .expect("pod")
+}
+
+fn agent() -> Agent {
+    let (backend, high) =
+        Backend::sim(Profile::Current, &[(R0.to_owned(), 16 << 30)]).expect("sim");
+    let cfg = RoundConfig {
+        scan_root: CgroupPath::root(),
+        high,
+        thresholds: PressureThresholds::default(),
+    };
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (inventory, _) = watch::channel(Inventory::default());
+    Agent::new(
+        "n1".into(),
+        backend,
+        cfg,
+        Metrics::register(&mut registry),
+        inventory,
+    )
+}
+
+/// What the watch would bring back after the writes: the applied conditions on the pod.
+fn feed_back(pod: &mut Pod, writes: &[ApiWrite]) {
+    for w in writes {
+        if let ApiWrite::PodConditions {
+            name, conditions, ..
+        } = w
+            && Some(name) == pod.metadata.name.as_ref()
+        {
+            pod.status.get_or_insert_default().conditions = Some(conditions.clone());
+        }
+    }
+}
+
+fn condition<'a>(writes: &'a [ApiWrite], type_: &str) -> Option<(&'a str, &'a str)> {
+    writes.iter().find_map(|w| match w {
+        ApiWrite::PodConditions { conditions, .. } => conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.as_str(), c.reason.as_deref().unwrap_or_default())),
+        _ => None,
+    })
+}
+
+fn events(writes: &[ApiWrite]) -> Vec<(bool, &str)> {
+    writes
+        .iter()
+        .filter_map(|w| match w {
+            ApiWrite::Event {
+                warning, reason, ..
+            } => Some((*warning, reason.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).expect("time")
+}
+
+#[tokio::test]
+async fn conditions_follow_pressure_with_zero_writes_in_steady_state() {
+    let mut agent = agent();
+    let sink = Recorder::default();
+    let mut p = pod("train-0", UID, "2Gi", "Running");
+    let done = pod(
+        "done-0",
+        "0c1b2a39-1d5e-4f6a-8b7c-000000000000",
+        "1Gi",
+        "Succeeded",
+    );
+    let objects = |p: &Pod| Objects {
+        pods: vec![Arc::new(p.clone()), Arc::new(done.clone())],
+        quotas: vec![quota()],
+    };
+
+    // First round: node regions and both conditions; healthy first reports make no events.
+    let report = agent
+        .round(&objects(&p), None, &sink, t(0))
+        .await
+        .expect("round");
+    assert_eq!(report.pods.len(), 1, "finished pods are skipped");
+    let writes = sink.take();
+    assert!(writes.iter().any(|w| matches!(w, ApiWrite::NodeRegions { value, .. } if value == &format!("{R0}={}", 16u64 << 30))));
+    assert_eq!(
+        condition(&writes, POD_CONDITION_VRAM_LIMITS_APPLIED),
+        Some(("True", "Applied"))
+    );
+    assert_eq!(
+        condition(&writes, POD_CONDITION_VRAM_PRESSURE).map(|c| c.0),
+        Some("False")
+    );
+    assert!(events(&writes).is_empty(), "{writes:?}");
+    // The write is not repeated before the watch brings it back...
+    agent
+        .round(&objects(&p), None, &sink, t(1))
+        .await
+        .expect("round");
+    assert!(sink.take().is_empty());
+    // ...nor after: steady state makes zero writes, round after round.
+    feed_back(&mut p, &writes);
+    for i in 2..5 {
+        agent
+            .round(&objects(&p), None, &sink, t(i))
+            .await
+            .expect("round");
+        assert!(sink.take().is_empty(), "round {i}");
+    }
+    // Above high (4Gi): VRAMPressure True, AboveHigh, with a Warning event.
+    p.metadata.annotations.get_or_insert_default().insert(
+        kube_dmem_crds::SIM_USAGE_ANNOTATION.into(),
+        format!("{R0}=6Gi"),
+    );
+    agent
+        .round(&objects(&p), None, &sink, t(10))
+        .await
+        .expect("round");
+    let writes = sink.take();
+    assert_eq!(
+        condition(&writes, POD_CONDITION_VRAM_PRESSURE),
+        Some(("True", "AboveHigh"))
+    );
+    assert_eq!(
+        condition(&writes, POD_CONDITION_VRAM_LIMITS_APPLIED),
+        Some(("True", "Applied"))
+    );
+    assert_eq!(events(&writes), [(true, "AboveHigh")]);
+    feed_back(&mut p, &writes);
+    agent
+        .round(&objects(&p), None, &sink, t(11))
+        .await
+        .expect("round");
+    assert!(sink.take().is_empty(), "pressure holds: no write");
+    // Usage drops: back to False, a Normal event.
+    p.metadata.annotations.get_or_insert_default().insert(
+        kube_dmem_crds::SIM_USAGE_ANNOTATION.into(),
+        format!("{R0}=1Gi"),
+    );
+    agent
+        .round(&objects(&p), None, &sink, t(20))
+        .await
+        .expect("round");
+    let writes = sink.take();
+    let (status, _) = condition(&writes, POD_CONDITION_VRAM_PRESSURE).expect("pressure written");
+    assert_eq!(status, "False");
+    assert_eq!(events(&writes).first().map(|e| e.0), Some(false));
+    feed_back(&mut p, &writes);
+    agent
+        .round(&objects(&p), None, &sink, t(21))
+        .await
+        .expect("round");
+    assert!(sink.take().is_empty());
+}
+
+#[tokio::test]
+async fn a_resync_rewrites_conditions_someone_removed() {
+    let mut agent = agent();
+    let sink = Recorder::default();
+    let p = pod("train-0", UID, "1Gi", "Running");
+    let objects = Objects {
+        pods: vec![Arc::new(p)],
+        quotas: vec![quota()],
+    };
+    agent
+        .round(&objects, None, &sink, t(0))
+        .await
+        .expect("round");
+    assert!(!sink.take().is_empty());
+    // The cache never shows our conditions (say, they were removed): only a resync rewrites.
+    agent
+        .round(&objects, None, &sink, t(1))
+        .await
+        .expect("round");
+    assert!(sink.take().is_empty());
+    agent.forget_writes();
+    agent
+        .round(&objects, None, &sink, t(60))
+        .await
+        .expect("round");
+    let writes = sink.take();
+    assert_eq!(
+        condition(&writes, POD_CONDITION_VRAM_LIMITS_APPLIED),
+        Some(("True", "Applied"))
+    );
+    assert!(
+        !writes
+            .iter()
+            .any(|w| matches!(w, ApiWrite::NodeRegions { .. })),
+        "regions unchanged"
+    );
+}
+
+#[tokio::test]
+async fn dmem_unavailable_is_reported_on_every_pod_and_once_on_the_node() {
+    let cfg = RoundConfig {
+        scan_root: CgroupPath::root(),
+        high: kube_dmem_crds::limits::HighSupport::Emulated,
+        thresholds: PressureThresholds::default(),
+    };
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (inventory, _) = watch::channel(Inventory::default());
+    let backend = Backend::Unavailable {
+        why: "no dmem in cgroup.controllers".into(),
+    };
+    let mut agent = Agent::new(
+        "n1".into(),
+        backend,
+        cfg,
+        Metrics::register(&mut registry),
+        inventory,
+    );
+    let sink = Recorder::default();
+    let mut p = pod("train-0", UID, "1Gi", "Running");
+    let objects = |p: &Pod| Objects {
+        pods: vec![Arc::new(p.clone())],
+        quotas: vec![quota()],
+    };
+    agent
+        .round(&objects(&p), None, &sink, t(0))
+        .await
+        .expect("round");
+    let writes = sink.take();
+    assert_eq!(
+        condition(&writes, POD_CONDITION_VRAM_LIMITS_APPLIED),
+        Some(("False", "DmemUnavailable"))
+    );
+    assert!(writes.iter().any(
+        |w| matches!(w, ApiWrite::Event { regarding, warning: true, reason, .. }
+        if regarding.kind.as_deref() == Some("Node") && reason == "DmemUnavailable")
+    ));
+    feed_back(&mut p, &writes);
+    agent
+        .round(&objects(&p), None, &sink, t(1))
+        .await
+        .expect("round");
+    assert!(sink.take().is_empty(), "the node event is sent once");
+}
