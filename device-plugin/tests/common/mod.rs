@@ -116,6 +116,11 @@ impl FuseEnv {
         p
     }
 
+    /// The simulated kernel behind the mount, for hooks that change it from another thread.
+    pub fn shared_kernel(&self) -> Arc<Mutex<SimKernel>> {
+        self.kernel.clone()
+    }
+
     /// Unmounts now (instead of at drop) and reports the result.
     pub fn unmount(self) -> std::io::Result<()> {
         self.mount.unmount()
