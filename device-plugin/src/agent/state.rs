@@ -264,8 +264,10 @@ impl Agent {
         writes
     }
 
-    /// Performs `writes` in order; after a failure the rest waits for the next round after a
-    /// backoff (the decisions are recomputed then, from fresher state).
+    /// Performs `writes` in order. A failed condition write stops this round's writes and backs
+    /// off (the API server is likely down; decisions are recomputed next time from fresher
+    /// state); a failed node annotation or event is counted and skipped, so missing RBAC for one
+    /// of them can never hold back pod conditions.
     async fn perform(&mut self, writes: Vec<ApiWrite>, sink: &dyn ApiSink) {
         if writes.is_empty() || self.retry_at.is_some_and(|at| Instant::now() < at) {
             return;
@@ -287,9 +289,11 @@ impl Agent {
                 Err(err) => {
                     Metrics::inc(&self.metrics.api_errors, "reason", err.reason());
                     warn!(error = &err as &dyn std::error::Error, retry_in = ?self.backoff, "API write failed");
-                    self.retry_at = Some(Instant::now() + self.backoff);
-                    self.backoff = (self.backoff * 2).min(WRITE_BACKOFF_MAX);
-                    return;
+                    if matches!(write, ApiWrite::PodConditions { .. }) {
+                        self.retry_at = Some(Instant::now() + self.backoff);
+                        self.backoff = (self.backoff * 2).min(WRITE_BACKOFF_MAX);
+                        return;
+                    }
                 }
             }
         }
