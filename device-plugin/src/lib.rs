@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod node;
 pub mod pods;
 pub mod pressure;
+pub mod protect;
 pub mod simfs;
 pub mod standalone;
 pub mod telemetry;

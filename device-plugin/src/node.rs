@@ -156,6 +156,29 @@ pub fn run_round(
         );
         report.pods.push(pod_report);
     }
+    // Ancestors' protection last: it sums the pods' lows as just written.
+    let pod_lows: BTreeMap<CgroupPath, crate::protect::PerRegion> = observed
+        .iter()
+        .zip(&decided.pods)
+        .filter_map(|(pod, pod_plan)| {
+            let lows = pod_plan
+                .desired
+                .iter()
+                .map(|(r, k)| (r.clone(), k.low.unwrap_or(0)))
+                .collect();
+            pod.cgroup.clone().map(|cgroup| (cgroup, lows))
+        })
+        .collect();
+    let names: Vec<String> = report.regions.iter().map(|r| r.region.clone()).collect();
+    match crate::protect::protect_ancestors(fs, &pod_lows, &names) {
+        Ok(writes) => report.writes += writes,
+        // The pods' own limits are in force; a failed ancestor write only weakens protection
+        // until the next round retries it.
+        Err(err) => tracing::warn!(
+            error = &err as &dyn std::error::Error,
+            "Protecting pod ancestors failed"
+        ),
+    }
     Ok(report)
 }
 

@@ -218,3 +218,83 @@ fn the_table_names_every_pod() {
         "{text}"
     );
 }
+
+const HIGH_EMULATION: &str = r#"
+apiVersion: kube-dmem.io/v1alpha1
+kind: DmemQuota
+metadata: {name: q, namespace: ml, creationTimestamp: "2026-11-01T10:00:00Z"}
+spec:
+  selector: {matchLabels: {team: a}}
+  limits: [{region: "drm/0000:03:00.0/vram0", high: 7Gi}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: steady
+  namespace: ml
+  uid: 00000000-0000-4000-8000-00000000000b
+  labels: {team: a}
+  annotations: {sim.kube-dmem.io/usage: "drm/0000:03:00.0/vram0=3Gi"}
+spec: {containers: [{name: c, image: x}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: greedy
+  namespace: ml
+  uid: 00000000-0000-4000-8000-00000000000a
+  labels: {team: a}
+  annotations: {sim.kube-dmem.io/usage: "drm/0000:03:00.0/vram0=12Gi"}
+spec: {containers: [{name: c, image: x}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: batch
+  namespace: ml
+  uid: 00000000-0000-4000-8000-00000000000c
+spec: {containers: [{name: c, image: x}]}
+"#;
+
+/// The point of emulating `high` with `dmem.low` (kernel-dmem.md §7): on a full device the kernel
+/// evicts the pod above its `high` before a pod within it, even when the latter's buffers are the
+/// least recently used. On a legacy kernel that only holds because the agent also protects the
+/// pods' ancestors: without it every effective low is 0 and the oldest buffers go first.
+#[test]
+fn on_a_full_device_the_pod_above_high_is_evicted_first() {
+    let mut h = Harness::new(Profile::Legacy);
+    let mut inputs = Inputs::default();
+    inputs.add("test", HIGH_EMULATION).expect("fixture parses");
+    h.round(&inputs);
+    // 3Gi + 12Gi of 16Gi; "steady" allocated first, so its buffers are the least recently used.
+    // Now an unprotected pod allocates 2Gi: 1Gi must be evicted from someone.
+    let batch = inputs
+        .pods
+        .iter_mut()
+        .find(|p| p.metadata.name.as_deref() == Some("batch"))
+        .expect("pod");
+    batch
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("sim.kube-dmem.io/usage".into(), format!("{R0}=2Gi"));
+    let report = h.round(&inputs);
+    assert_eq!(usage(pod(&report, "batch"), R0), 2 * G);
+    assert_eq!(
+        usage(pod(&report, "steady"), R0),
+        3 * G,
+        "within its high: kept"
+    );
+    assert_eq!(
+        usage(pod(&report, "greedy"), R0),
+        11 * G,
+        "above its high: evicted first"
+    );
+    let kernel = h.node.kernel();
+    let k = kernel.lock().expect("kernel");
+    // Σ min(usage, high) over the two governed pods: 3Gi + 7Gi.
+    let low = k
+        .read_file("/kubepods.slice", "dmem.low")
+        .expect("ancestor low");
+    assert!(low.starts_with(&format!("{R0} {}\n", 10 * G)), "{low}");
+}
