@@ -180,14 +180,21 @@ impl SimFs {
         Ok(Self { proc, root })
     }
 
-    /// Plays the kubelet: makes the pod cgroup `kubepods/burstable/pod<uid>` (cgroupfs driver
-    /// layout) with the dmem controller enabled on the way down; returns its path.
+    /// Plays the kubelet: makes the pod cgroup in the cgroupfs-driver layout for its QoS class
+    /// (`kubepods/pod<uid>`, `kubepods/burstable/pod<uid>`, `kubepods/besteffort/pod<uid>`), with
+    /// the dmem controller enabled on the way down; returns its path.
     ///
     /// # Errors
     /// When a directory or `cgroup.subtree_control` write fails.
-    pub fn make_pod_cgroup(&self, pod_uid: &str) -> Result<PathBuf> {
+    pub fn make_pod_cgroup(&self, pod_uid: &str, qos_class: &str) -> Result<PathBuf> {
+        let pod = format!("pod{pod_uid}");
+        let parts: Vec<&str> = match qos_class {
+            "Guaranteed" => vec!["kubepods", &pod],
+            "Burstable" => vec!["kubepods", "burstable", &pod],
+            _ => vec!["kubepods", "besteffort", &pod],
+        };
         let mut dir = self.root.clone();
-        for part in ["kubepods", "burstable", &format!("pod{pod_uid}")] {
+        for part in parts {
             enable_dmem(&dir)?;
             dir = dir.join(part);
             if !dir.exists() {
