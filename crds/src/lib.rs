@@ -109,8 +109,9 @@ pub struct DmemQuotaSpec {
     /// and on a tie the earlier entry wins. Regions that no entry matches get no limit from this
     /// quota. A pod that holds kube-dmem.io/vram units is never allowed more than it was granted.
     #[x_kube(validation = Rule::new("self.all(l, self.exists_one(m, m.region == l.region))")
-        .message("each region may appear only once in limits")
-        .reason(Reason::FieldValueDuplicate))]
+        // No `reason`: with FieldValueDuplicate the API server prints its generic "Duplicate
+        // value" text instead of this message.
+        .message("each region may appear only once in limits"))]
     #[schemars(length(min = 1, max = MAX_LIMIT_ENTRIES))]
     pub limits: Vec<LimitEntry>,
 

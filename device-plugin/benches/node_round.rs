@@ -1,6 +1,7 @@
 //! How long one enforcement round takes for a full node: 110 pods (the kubelet's default pod
 //! limit) × 4 regions. Measured twice: the pure decision alone, and the whole steady-state round
-//! (scan for pod cgroups, read and parse every dmem file, resolve limits, read usage for pressure)
+//! (scan for pod cgroups, read and parse every dmem file, resolve limits, read usage for pressure,
+//! check the ancestors' protection)
 //! through the `CgroupFs` interface against the in-process simulator.
 //!
 //! Run: `cargo bench -p kube-dmem-device-plugin --bench node_round`. Target: under 1 ms per round.
@@ -85,6 +86,8 @@ fn bench(c: &mut Criterion) {
     };
     run_round(&fs, &cfg, &facts, &quotas).expect("first round applies");
     node.run_workloads(&pods).expect("workloads");
+    // The workloads' usage moves the ancestors' protection once; after that the node is steady.
+    run_round(&fs, &cfg, &facts, &quotas).expect("protection follows usage");
     let steady = run_round(&fs, &cfg, &facts, &quotas).expect("steady round");
     assert_eq!(
         steady.writes, 0,
