@@ -277,7 +277,40 @@ pub struct DmemQuotaStatus {
 /// The serializer's error; the derived CRD is plain data, so this does not happen in practice.
 pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
     use kube::CustomResourceExt;
-    serde_saphyr::to_string(&DmemQuota::crd())
+    // A derived CRD is plain data: it always converts to JSON.
+    let mut crd = serde_json::to_value(DmemQuota::crd()).expect("a CRD serializes to JSON");
+    unwrap_descriptions(&mut crd);
+    serde_saphyr::to_string(&crd)
+}
+
+/// Joins the lines of every `description` into paragraphs. The descriptions come from `///`
+/// comments wrapped at 100 columns; `kubectl explain` wraps text itself, and the comments' line
+/// breaks would otherwise show as ragged lines. Blank lines (paragraph breaks) are kept.
+fn unwrap_descriptions(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, item) in map.iter_mut() {
+                match item {
+                    serde_json::Value::String(text) if key == "description" => {
+                        *text = text
+                            .split("\n\n")
+                            .map(|paragraph| {
+                                paragraph
+                                    .split('\n')
+                                    .map(str::trim)
+                                    .collect::<Vec<_>>()
+                                    .join(" ")
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n\n");
+                    }
+                    other => unwrap_descriptions(other),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
