@@ -3,6 +3,7 @@
 //! agent pod on that node. Each node's cgroupfs is the FUSE kernel simulator; the test plays the
 //! kubelet (makes pod cgroups) and the workload (charges VRAM through `dmem.sim.charge`).
 //! The admission-policy case needs no agent process: it writes with the agent's credentials.
+//! One case restarts kube-apiserver under a running agent.
 
 use std::time::{Duration, SystemTime};
 
@@ -226,6 +227,48 @@ fn a_restarted_agent_loses_no_limits() {
             "dmem.max",
             &(6 * GI).to_string(),
             Duration::from_secs(10),
+        )?;
+        Ok(())
+    });
+}
+
+#[test]
+fn an_agent_keeps_enforcing_through_an_api_server_restart() {
+    run("agent-apiserver-restart", |ctx| {
+        let sim = SimFs::mount(ctx, "node0", &[&format!("{REGION}=16Gi")])?;
+        let mut agent = Agent::start(ctx, NODES[0], &sim.root)?;
+        let cg = pod_with_cgroup(ctx, &sim, "p", NODES[0])?;
+        ctx.kubectl.apply(&quota(ctx, "8Gi", "4Gi"))?;
+        wait_file(&cg, "dmem.max", &(8 * GI).to_string(), APPLY)?;
+
+        kube_dmem_e2e::apiserver::restart(|| {
+            // With the API away the workload crosses high; the agent must stay up, and the limit
+            // stays in force (the kernel holds it, and nothing may reset it).
+            SimFs::charge(&cg, REGION, 6 * GI)?;
+            kube_dmem_e2e::poll::consistently(
+                "the agent keeps running",
+                Duration::from_secs(3),
+                || Ok(agent.proc.exited().is_none()),
+            )?;
+            ensure!(
+                SimFs::read(&cg, "dmem.max", REGION)?.as_deref() == Some(&*(8 * GI).to_string()),
+                "the limit changed while the API server was down"
+            );
+            Ok(())
+        })?;
+
+        // Back online, it reports what happened meanwhile and follows new quota changes.
+        eventually(
+            "VRAMPressure True/AboveHigh after the restart",
+            Duration::from_secs(60),
+            || Ok((pressure(ctx, "p")? == Some(("True".into(), "AboveHigh".into()))).then_some(())),
+        )?;
+        ctx.kubectl.apply(&quota(ctx, "7Gi", "5Gi"))?;
+        wait_file(
+            &cg,
+            "dmem.max",
+            &(7 * GI).to_string(),
+            Duration::from_secs(30),
         )?;
         Ok(())
     });
