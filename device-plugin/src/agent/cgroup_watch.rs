@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::cgroup::path::pod_uid_from_name;
-use crate::cgroup::{CgroupFs, CgroupPath, SysfsCgroups};
+use crate::cgroup::{CgroupFs, CgroupPath};
 
 /// Time between two scans: short against a container start (hundreds of milliseconds).
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(100);
@@ -29,7 +29,7 @@ fn kubelet_like(name: &str) -> bool {
 }
 
 /// The directories pod cgroups appear in: every non-pod cgroup at or below a kubelet-like one,
-/// down to [`MAX_PARENT_DEPTH`]. Unreadable or vanished directories are skipped.
+/// down to `MAX_PARENT_DEPTH`. Unreadable or vanished directories are skipped.
 pub fn pod_parents(fs: &dyn CgroupFs) -> Vec<CgroupPath> {
     let mut parents = Vec::new();
     let mut queue = VecDeque::from([(CgroupPath::root(), 0usize, false)]);
@@ -91,8 +91,9 @@ impl NewPodCgroups {
 }
 
 /// Scans `fs` every [`SCAN_INTERVAL`] on a blocking thread and pokes `notify` when a pod cgroup
-/// appears, until `stop`.
-pub async fn watch(fs: SysfsCgroups, notify: Arc<Notify>, stop: CancellationToken) {
+/// appears, until `stop`. The agent runs it over the node's cgroupfs; generic so the benchmark can
+/// run the same scan over the simulator.
+pub async fn watch<F: CgroupFs + 'static>(fs: F, notify: Arc<Notify>, stop: CancellationToken) {
     let task = tokio::task::spawn_blocking(move || {
         let mut scan = NewPodCgroups::default();
         while !stop.is_cancelled() {

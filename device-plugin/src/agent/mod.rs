@@ -2,14 +2,16 @@
 //!
 //! EDGE driver. Wiring: the watches ([`crate::pods`]), the kernel backend ([`backend`]), the
 //! kubelet device plugin and PodResources when the kubelet is enabled, the new-pod-cgroup scan
-//! ([`cgroup_watch`]), the admin server; then the loop. A round ([`state::Agent::round`]) runs on
-//! a pod or quota change (debounced), on a new pod cgroup or a PreStart request (at once), every
-//! poll interval (pressure) and every resync. No round runs before both watches have synced, so
+//! ([`cgroup_watch`]), the admin server; then the loop ([`drive::drive`]). A round
+//! ([`state::Agent::round`]) runs on a pod or quota change (debounced), on a new pod cgroup or a
+//! PreStart request (at once), every poll interval (pressure) and every resync. No round runs before both watches have synced, so
 //! limits are never reset from an empty view; `run_round` writes only differences, so a restarted
 //! agent adopts what is in force.
 
 pub mod backend;
+pub mod backoff;
 pub mod cgroup_watch;
+pub mod drive;
 pub mod facts;
 pub mod prestart;
 pub mod state;
@@ -17,9 +19,8 @@ pub mod state;
 use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube_dmem_sim::Profile;
 use prometheus_client::registry::Registry;
@@ -31,9 +32,7 @@ use tracing::{Instrument as _, info, info_span, warn};
 use crate::act::KubeSink;
 use crate::admin::{self, Health};
 use crate::cgroup::CgroupPath;
-use crate::kubelet::RESOURCE_NAME;
 use crate::kubelet::devnodes::NoDeviceNodes;
-use crate::kubelet::grants::{Grants, join};
 use crate::kubelet::inventory::Inventory;
 use crate::kubelet::plugin::DevicePluginService;
 use crate::kubelet::podresources::PodResourcesClient;
@@ -43,12 +42,9 @@ use crate::node::RoundConfig;
 use crate::pods::Caches;
 use crate::pressure::PressureThresholds;
 use backend::Backend;
+use drive::{KubeletSide, Loop, drive};
 use prestart::{AgentPreStart, RoundRequest};
 use state::Agent;
-
-/// Quiet time after a pod or quota change before the round, so a burst of watch events (a
-/// Deployment scaling up) makes one round, not one per event.
-const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// Which kernel the agent enforces on.
 #[derive(Clone, Debug)]
@@ -142,7 +138,7 @@ pub async fn run(cfg: RunConfig, stop: CancellationToken) -> Result<(), RunError
     let trigger = Arc::new(Notify::new());
     let caches = Caches::start(&client, &cfg.node, &metrics, &trigger, &stop, &mut tasks);
     let (inventory_tx, inventory_rx) = watch::channel(Inventory::new(cfg.vram_unit));
-    let (rounds_tx, mut rounds_rx) = mpsc::channel::<RoundRequest>(16);
+    let (rounds_tx, rounds_rx) = mpsc::channel::<RoundRequest>(16);
     let pod_resources = cfg
         .kubelet
         .then(|| PodResourcesClient::new(cfg.pod_resources_socket.clone()));
@@ -165,7 +161,7 @@ pub async fn run(cfg: RunConfig, stop: CancellationToken) -> Result<(), RunError
         high,
         thresholds: PressureThresholds::default(),
     };
-    let mut agent = Agent::new(cfg.node.clone(), backend, round_cfg, metrics, inventory_tx);
+    let agent = Agent::new(cfg.node.clone(), backend, round_cfg, metrics, inventory_tx);
     let sink = KubeSink::new(client, &cfg.node);
 
     // Observe nothing before both watches have synced: an empty view would look like "no pods".
@@ -175,76 +171,24 @@ pub async fn run(cfg: RunConfig, stop: CancellationToken) -> Result<(), RunError
         synced = caches.wait_synced() => if !synced { return Ok(()) },
     }
     info!(node = %cfg.node, kubelet = cfg.kubelet, "Watches synced, enforcing");
-    let mut poll = tokio::time::interval(cfg.poll_interval);
-    let mut resync = tokio::time::interval(cfg.resync);
-    resync.tick().await;
-    let mut grants: Option<Grants> = None;
-    loop {
-        let mut pending: Option<RoundRequest> = None;
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            Some(req) = rounds_rx.recv() => pending = Some(req),
-            () = new_cgroup.notified() => {}
-            () = trigger.notified() => tokio::time::sleep(DEBOUNCE).await,
-            _ = poll.tick() => {}
-            _ = resync.tick() => agent.forget_writes(),
-        }
-        let objects = caches.snapshot();
-        if let Some(pr) = &pod_resources {
-            grants = refresh_grants(pr, &objects, &inventory_rx.borrow(), grants.take()).await;
-        }
-        let result = agent
-            .round(&objects, grants.as_ref(), &sink, Timestamp::now())
-            .await;
-        match &result {
-            Ok(_) => health.set_ready(),
-            Err(err) => warn!(
-                reason = err.reason(),
-                error = err as &dyn std::error::Error,
-                "Round failed"
-            ),
-        }
-        if let Some(req) = pending {
-            let outcome = result.ok().and_then(|report| {
-                report
-                    .pods
-                    .into_iter()
-                    .find(|p| {
-                        (p.facts.namespace.as_str(), p.facts.name.as_str())
-                            == (req.pod.0.as_str(), req.pod.1.as_str())
-                    })
-                    .map(|p| p.outcome)
-            });
-            let _ = req.reply.send(outcome);
-        }
-    }
+    let parts = Loop {
+        agent,
+        objects: &caches,
+        sink: &sink,
+        trigger,
+        new_cgroup,
+        rounds: rounds_rx,
+        kubelet: pod_resources.map(|pod_resources| KubeletSide {
+            pod_resources,
+            inventory: inventory_rx,
+        }),
+        poll_interval: cfg.poll_interval,
+        resync: cfg.resync,
+        health,
+    };
+    drive(parts, stop).await;
     tasks.shutdown().await;
     Ok(())
-}
-
-/// Fresh grants from PodResources; on failure the last known ones stay in use.
-async fn refresh_grants(
-    pr: &PodResourcesClient,
-    objects: &crate::pods::Objects,
-    inventory: &Inventory,
-    last: Option<Grants>,
-) -> Option<Grants> {
-    let listed_at = SystemTime::now();
-    match pr.list().await {
-        Ok(list) => {
-            let known = facts::known_pods(objects);
-            Some(join(&list, &known, inventory, RESOURCE_NAME, listed_at))
-        }
-        Err(err) => {
-            warn!(
-                reason = err.reason(),
-                error = &err as &dyn std::error::Error,
-                "PodResources unavailable, using the last grants"
-            );
-            last
-        }
-    }
 }
 
 #[cfg(test)]

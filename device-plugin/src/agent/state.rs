@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::backend::{Backend, BackendError};
+use super::backoff::Backoff;
 use super::facts::{by_uid, round_inputs};
 use crate::act::{ApiSink, ApiWrite, node_ref, pod_ref};
 use crate::conditions::{self, ConditionKey};
@@ -24,11 +25,16 @@ use crate::metrics::{Metrics, PodRegion};
 use crate::node::{LimitsOutcome, RoundConfig, RoundReport};
 use crate::pods::Objects;
 
-/// First wait after a failed API write; doubles up to [`WRITE_BACKOFF_MAX`]. Rounds go on
-/// meanwhile: enforcement never waits for the API server.
-const WRITE_BACKOFF_INITIAL: Duration = Duration::from_millis(500);
-/// Longest wait between write attempts while the API server fails.
-const WRITE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// First wait after a failed condition write; doubles up to [`CONDITIONS_BACKOFF_MAX`]. Rounds go
+/// on meanwhile: enforcement never waits for the API server.
+const CONDITIONS_BACKOFF_INITIAL: Duration = Duration::from_millis(500);
+/// Longest wait between condition write attempts while the API server fails.
+const CONDITIONS_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// First wait after a failed node annotation or event write. These fail for reasons a retry rarely
+/// cures (missing RBAC, an admission webhook), so they back off further than conditions do.
+const SIDE_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+/// Longest wait between node annotation or event write attempts.
+const SIDE_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// Why a round failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +72,12 @@ pub struct Agent {
     dmem_event_sent: bool,
     invalid_quotas: BTreeSet<QuotaRef>,
     gauges: BTreeSet<PodRegion>,
-    retry_at: Option<Instant>,
-    backoff: Duration,
+    /// Backoff of pod condition writes; while it runs, no write goes out (the server is likely down).
+    conditions_backoff: Backoff,
+    /// Backoff of the node annotation, on its own so its failures never hold back conditions.
+    node_backoff: Backoff,
+    /// Backoff of events, on its own likewise.
+    event_backoff: Backoff,
 }
 
 impl Agent {
@@ -93,8 +103,9 @@ impl Agent {
             dmem_event_sent: false,
             invalid_quotas: BTreeSet::new(),
             gauges: BTreeSet::new(),
-            retry_at: None,
-            backoff: WRITE_BACKOFF_INITIAL,
+            conditions_backoff: Backoff::new(CONDITIONS_BACKOFF_INITIAL, CONDITIONS_BACKOFF_MAX),
+            node_backoff: Backoff::new(SIDE_BACKOFF_INITIAL, SIDE_BACKOFF_MAX),
+            event_backoff: Backoff::new(SIDE_BACKOFF_INITIAL, SIDE_BACKOFF_MAX),
         }
     }
 
@@ -265,19 +276,23 @@ impl Agent {
     }
 
     /// Performs `writes` in order. A failed condition write stops this round's writes and backs
-    /// off (the API server is likely down; decisions are recomputed next time from fresher
-    /// state); a failed node annotation or event is counted and skipped, so missing RBAC for one
-    /// of them can never hold back pod conditions.
+    /// off all writes (the API server is likely down; decisions are recomputed next time from
+    /// fresher state). A failed node annotation or event is counted and backs off only its own
+    /// kind, so missing RBAC for one of them can never hold back pod conditions; writes of a kind
+    /// in backoff are skipped (the annotation is planned again each round until it goes through;
+    /// a pod event skipped meanwhile is dropped, as events are best effort).
     async fn perform(&mut self, writes: Vec<ApiWrite>, sink: &dyn ApiSink) {
-        if writes.is_empty() || self.retry_at.is_some_and(|at| Instant::now() < at) {
+        if writes.is_empty() || !self.conditions_backoff.ready(Instant::now()) {
             return;
         }
         for write in writes {
+            if !self.backoff_of(&write).ready(Instant::now()) {
+                continue;
+            }
             match sink.write(&write).await {
                 Ok(()) => {
                     Metrics::inc(&self.metrics.api_writes, "kind", write.kind());
-                    self.backoff = WRITE_BACKOFF_INITIAL;
-                    self.retry_at = None;
+                    self.backoff_of(&write).succeeded();
                     self.remember(&write);
                 }
                 Err(err) if err.is_not_found() => {
@@ -288,14 +303,26 @@ impl Agent {
                 }
                 Err(err) => {
                     Metrics::inc(&self.metrics.api_errors, "reason", err.reason());
-                    warn!(error = &err as &dyn std::error::Error, retry_in = ?self.backoff, "API write failed");
+                    let retry_in = self.backoff_of(&write).failed(Instant::now());
+                    warn!(
+                        error = &err as &dyn std::error::Error,
+                        kind = write.kind(),
+                        ?retry_in,
+                        "API write failed"
+                    );
                     if matches!(write, ApiWrite::PodConditions { .. }) {
-                        self.retry_at = Some(Instant::now() + self.backoff);
-                        self.backoff = (self.backoff * 2).min(WRITE_BACKOFF_MAX);
                         return;
                     }
                 }
             }
+        }
+    }
+
+    fn backoff_of(&mut self, write: &ApiWrite) -> &mut Backoff {
+        match write {
+            ApiWrite::PodConditions { .. } => &mut self.conditions_backoff,
+            ApiWrite::NodeRegions { .. } => &mut self.node_backoff,
+            ApiWrite::Event { .. } => &mut self.event_backoff,
         }
     }
 

@@ -296,3 +296,76 @@ async fn dmem_unavailable_is_reported_on_every_pod_and_once_on_the_node() {
         .expect("round");
     assert!(sink.take().is_empty(), "the node event is sent once");
 }
+
+/// Refuses the node annotation with a 403 (the agent's RBAC lacks `nodes/patch`); records the rest.
+#[derive(Default)]
+struct ForbidsNode {
+    node_attempts: Mutex<u32>,
+    ok: Recorder,
+}
+
+#[tonic::async_trait]
+impl ApiSink for ForbidsNode {
+    async fn write(&self, write: &ApiWrite) -> Result<(), ActError> {
+        if let ApiWrite::NodeRegions { node, .. } = write {
+            *self.node_attempts.lock().expect("lock") += 1;
+            let status = kube::core::Status::failure("forbidden", "Forbidden").with_code(403);
+            return Err(ActError::PatchNode {
+                node: node.clone(),
+                source: kube::Error::Api(status.boxed()),
+            });
+        }
+        self.ok.write(write).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_node_annotation_backs_off_without_holding_back_conditions() {
+    use std::time::Duration;
+    let mut agent = agent();
+    let sink = ForbidsNode::default();
+    let mut p = pod("train-0", UID, "1Gi", "Running");
+    let objects = |p: &Pod| Objects {
+        pods: vec![Arc::new(p.clone())],
+        quotas: vec![quota()],
+    };
+    let attempts = || *sink.node_attempts.lock().expect("lock");
+    // Rounds every 100 ms (as new cgroups and watch events cause) for 10 s: the annotation is
+    // tried at 0, 1, 3 and 7 s (1 s doubling), not on every round.
+    let mut tried_at = Vec::new();
+    for tick in 0..100u32 {
+        let before = attempts();
+        if tick == 50 {
+            // Pressure starts halfway, while the annotation is backing off.
+            p.metadata.annotations.get_or_insert_default().insert(
+                kube_dmem_crds::SIM_USAGE_ANNOTATION.into(),
+                format!("{R0}=6Gi"),
+            );
+        }
+        agent
+            .round(&objects(&p), None, &sink, t(i64::from(tick)))
+            .await
+            .expect("round");
+        if attempts() > before {
+            tried_at.push(tick);
+        }
+        let writes = sink.ok.take();
+        if tick == 0 {
+            assert_eq!(
+                condition(&writes, POD_CONDITION_VRAM_LIMITS_APPLIED),
+                Some(("True", "Applied")),
+                "conditions go out although the annotation failed"
+            );
+        }
+        if tick == 50 {
+            assert_eq!(
+                condition(&writes, POD_CONDITION_VRAM_PRESSURE),
+                Some(("True", "AboveHigh")),
+                "a condition change is not delayed by the annotation's backoff"
+            );
+        }
+        feed_back(&mut p, &writes);
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    assert_eq!(tried_at, [0, 10, 30, 70]);
+}
