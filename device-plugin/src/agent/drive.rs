@@ -97,7 +97,12 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
             () = stop.cancelled() => break,
             Some(req) = rounds.recv() => pending = Some(req),
             () = new_cgroup.notified() => {}
-            () = trigger.notified() => tokio::time::sleep(DEBOUNCE).await,
+            // A new cgroup cuts the debounce short: its limits must precede the workload.
+            () = trigger.notified() => tokio::select! {
+                biased;
+                () = new_cgroup.notified() => {}
+                () = tokio::time::sleep(DEBOUNCE) => {}
+            },
             _ = poll.tick() => {}
             _ = resync.tick() => agent.forget_writes(),
         }
