@@ -289,7 +289,7 @@ async fn bench(size: &Size) {
         inventory,
     );
     let trigger = Arc::new(Notify::new());
-    let new_cgroup = Arc::new(Notify::new());
+    let new_cgroup = Arc::new(cgroup_watch::CgroupSignal::default());
     let warm = size.pods - size.new_pod_samples;
     // Leaked: the loop borrows the store for the life of the process, as `run` borrows its caches.
     let cluster: &'static Cluster = Box::leak(Box::new(Cluster {

@@ -29,7 +29,6 @@ use kube_dmem_device_plugin::node::{LimitsOutcome, RoundConfig, run_round};
 use kube_dmem_device_plugin::pods::Objects;
 use kube_dmem_device_plugin::pressure::PressureThresholds;
 use kube_dmem_sim::Profile;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 const UID: &str = "6f1c2a39-1d5e-4f6a-8b7c-9d0e1f2a3b4c";
@@ -144,7 +143,7 @@ fn a_new_pod_cgroup_is_limited_before_its_first_charge() {
                 .expect("round");
             assert_eq!(report.pods[0].outcome, LimitsOutcome::CgroupNotFound);
             // The scan notices the kubelet's mkdir through the mount, and the round limits it.
-            let notify = Arc::new(Notify::new());
+            let notify = Arc::new(cgroup_watch::CgroupSignal::default());
             let stop = CancellationToken::new();
             let scan = tokio::spawn(cgroup_watch::watch(
                 SysfsCgroups::with_root(env.root()),
@@ -153,7 +152,7 @@ fn a_new_pod_cgroup_is_limited_before_its_first_charge() {
             ));
             tokio::time::sleep(cgroup_watch::SCAN_INTERVAL * 2).await;
             add_pod_cgroup(&env);
-            tokio::time::timeout(Duration::from_secs(2), notify.notified())
+            tokio::time::timeout(Duration::from_secs(2), notify.appeared())
                 .await
                 .expect("the new pod cgroup is noticed within 2 s");
             let report = agent

@@ -5,10 +5,14 @@
 //! appear (the kubepods hierarchy down to the QoS level: a few `readdir`s), found once and again
 //! every [`REDISCOVER_EVERY`] ticks. Listing works the same on cgroupfs, the FUSE simulator and any
 //! layout the scan in `cgroup::path` understands, with no watch descriptors to lose.
+//!
+//! The scan speeds up when a cgroup is expected: the API announces a pod before the kubelet makes
+//! its cgroup, so while a pod of this node has none yet ([`CgroupSignal::expect`]), the scan runs
+//! every [`FAST_SCAN_INTERVAL`] for at most [`FAST_SCAN_FOR`]; otherwise every [`SCAN_INTERVAL`].
 
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +24,53 @@ use crate::cgroup::{CgroupFs, CgroupPath};
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(100);
 /// Ticks between rediscoveries of the parent directories (every 5 s at the default interval).
 pub const REDISCOVER_EVERY: u32 = 50;
+/// Time between two scans while a pod cgroup is expected: the budget from a new cgroup to
+/// verified limits is 50 ms at p99, and the workload may allocate as soon as its container starts.
+pub const FAST_SCAN_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest fast-scan episode: a pod whose cgroup never comes (a broken kubelet, a pod stuck
+/// pulling its image) must not keep the agent scanning at 100 Hz.
+pub const FAST_SCAN_FOR: Duration = Duration::from_secs(30);
+
+/// Between the scan and the agent loop: the scan says a pod cgroup appeared, the loop says
+/// whether one is expected.
+#[derive(Debug, Default)]
+pub struct CgroupSignal {
+    appeared: Notify,
+    /// Since when a cgroup is expected, if it is.
+    expecting_since: Mutex<Option<Instant>>,
+}
+
+impl CgroupSignal {
+    /// Waits until the scan reports a new pod cgroup.
+    pub async fn appeared(&self) {
+        self.appeared.notified().await;
+    }
+
+    /// Reports a new pod cgroup to the loop.
+    pub fn notify(&self) {
+        self.appeared.notify_one();
+    }
+
+    /// Whether a pod of this node has no cgroup yet; the loop says so after every round.
+    pub fn expect(&self, expecting: bool) {
+        if let Ok(mut since) = self.expecting_since.lock() {
+            match (expecting, *since) {
+                (true, None) => *since = Some(Instant::now()),
+                (false, _) => *since = None,
+                (true, Some(_)) => {}
+            }
+        }
+    }
+
+    /// How long the scan sleeps before its next pass.
+    pub fn interval(&self) -> Duration {
+        let since = self.expecting_since.lock().ok().and_then(|s| *s);
+        match since {
+            Some(t) if t.elapsed() < FAST_SCAN_FOR => FAST_SCAN_INTERVAL,
+            _ => SCAN_INTERVAL,
+        }
+    }
+}
 /// Deepest level below the root where pod cgroups appear (kind nests the kubelet's root, `kubelet.md` §4.5).
 const MAX_PARENT_DEPTH: usize = 4;
 
@@ -90,18 +141,26 @@ impl NewPodCgroups {
     }
 }
 
-/// Scans `fs` every [`SCAN_INTERVAL`] on a blocking thread and pokes `notify` when a pod cgroup
+/// Scans `fs` on a blocking thread, at [`CgroupSignal::interval`], and signals when a pod cgroup
 /// appears, until `stop`. The agent runs it over the node's cgroupfs; generic so the benchmark can
 /// run the same scan over the simulator.
-pub async fn watch<F: CgroupFs + 'static>(fs: F, notify: Arc<Notify>, stop: CancellationToken) {
+pub async fn watch<F: CgroupFs + 'static>(
+    fs: F,
+    signal: Arc<CgroupSignal>,
+    stop: CancellationToken,
+) {
     let task = tokio::task::spawn_blocking(move || {
         let mut scan = NewPodCgroups::default();
         while !stop.is_cancelled() {
             if scan.poll(&fs) {
                 tracing::debug!("New pod cgroup");
-                notify.notify_one();
+                signal.notify();
             }
-            std::thread::sleep(SCAN_INTERVAL);
+            // Sleep in fast-scan steps, so a switch to fast scanning takes effect at once.
+            let slept = Instant::now();
+            while slept.elapsed() < signal.interval() && !stop.is_cancelled() {
+                std::thread::sleep(FAST_SCAN_INTERVAL);
+            }
         }
     });
     if task.await.is_err() {
@@ -115,6 +174,22 @@ mod tests {
 
     use super::*;
     use crate::cgroup::SimCgroups;
+
+    #[test]
+    fn the_scan_speeds_up_only_while_a_cgroup_is_expected() {
+        let signal = CgroupSignal::default();
+        assert_eq!(signal.interval(), SCAN_INTERVAL);
+        signal.expect(true);
+        assert_eq!(signal.interval(), FAST_SCAN_INTERVAL);
+        signal.expect(true);
+        assert_eq!(
+            signal.interval(),
+            FAST_SCAN_INTERVAL,
+            "a repeat keeps the episode"
+        );
+        signal.expect(false);
+        assert_eq!(signal.interval(), SCAN_INTERVAL);
+    }
 
     #[test]
     fn new_pod_cgroups_are_noticed_in_every_layout() {

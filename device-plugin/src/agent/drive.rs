@@ -11,6 +11,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::cgroup_watch::CgroupSignal;
 use super::facts;
 use super::prestart::RoundRequest;
 use super::state::Agent;
@@ -20,6 +21,7 @@ use crate::kubelet::RESOURCE_NAME;
 use crate::kubelet::grants::{Grants, join};
 use crate::kubelet::inventory::Inventory;
 use crate::kubelet::podresources::PodResourcesClient;
+use crate::node::LimitsOutcome;
 use crate::pods::{Caches, Objects};
 
 /// Quiet time after a pod or quota change before the round, so a burst of watch events (a
@@ -57,8 +59,9 @@ pub struct Loop<'a> {
     pub sink: &'a dyn ApiSink,
     /// Poked on a pod or quota change; the round follows after [`DEBOUNCE`].
     pub trigger: Arc<Notify>,
-    /// Poked when a pod cgroup appears; the round follows at once.
-    pub new_cgroup: Arc<Notify>,
+    /// Raised when a pod cgroup appears (the round follows at once); told after every round
+    /// whether a pod still waits for its cgroup.
+    pub new_cgroup: Arc<CgroupSignal>,
     /// PreStart requests; each gets the pod's outcome after the round.
     pub rounds: mpsc::Receiver<RoundRequest>,
     /// PodResources and inventory, without a kubelet `None`.
@@ -96,13 +99,18 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
             biased;
             () = stop.cancelled() => break,
             Some(req) = rounds.recv() => pending = Some(req),
-            () = new_cgroup.notified() => {}
+            () = new_cgroup.appeared() => {}
             // A new cgroup cuts the debounce short: its limits must precede the workload.
-            () = trigger.notified() => tokio::select! {
-                biased;
-                () = new_cgroup.notified() => {}
-                () = tokio::time::sleep(DEBOUNCE) => {}
-            },
+            // A pod change may be a new pod whose cgroup the kubelet is about to make: scan fast
+            // until the next round has found every pod's cgroup.
+            () = trigger.notified() => {
+                new_cgroup.expect(true);
+                tokio::select! {
+                    biased;
+                    () = new_cgroup.appeared() => {}
+                    () = tokio::time::sleep(DEBOUNCE) => {}
+                }
+            }
             _ = poll.tick() => {}
             _ = resync.tick() => agent.forget_writes(),
         }
@@ -114,7 +122,14 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
             .round(&snapshot, grants.as_ref(), sink, Timestamp::now())
             .await;
         match &result {
-            Ok(_) => health.set_ready(),
+            Ok(report) => {
+                health.set_ready();
+                let waiting = report
+                    .pods
+                    .iter()
+                    .any(|p| p.outcome == LimitsOutcome::CgroupNotFound);
+                new_cgroup.expect(waiting);
+            }
             Err(err) => warn!(
                 reason = err.reason(),
                 error = err as &dyn std::error::Error,

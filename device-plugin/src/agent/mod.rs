@@ -128,7 +128,7 @@ pub async fn run(cfg: RunConfig, stop: CancellationToken) -> Result<(), RunError
             "dmem is unavailable on this node; reporting, not enforcing"
         );
     }
-    let new_cgroup = Arc::new(Notify::new());
+    let new_cgroup = Arc::new(cgroup_watch::CgroupSignal::default());
     if let Some(fs) = backend.sysfs_root() {
         tasks.spawn(
             cgroup_watch::watch(fs, new_cgroup.clone(), stop.clone())
