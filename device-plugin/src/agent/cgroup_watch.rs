@@ -11,7 +11,7 @@
 //! every [`FAST_SCAN_INTERVAL`] for at most [`FAST_SCAN_FOR`]; otherwise every [`SCAN_INTERVAL`].
 
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -38,6 +38,9 @@ pub struct CgroupSignal {
     appeared: Notify,
     /// Since when a cgroup is expected, if it is.
     expecting_since: Mutex<Option<Instant>>,
+    /// Wakes a sleeping scan when fast scanning starts, so the switch takes effect at once
+    /// without the scan thread waking up every few milliseconds to look.
+    fast: Condvar,
 }
 
 impl CgroupSignal {
@@ -55,7 +58,10 @@ impl CgroupSignal {
     pub fn expect(&self, expecting: bool) {
         if let Ok(mut since) = self.expecting_since.lock() {
             match (expecting, *since) {
-                (true, None) => *since = Some(Instant::now()),
+                (true, None) => {
+                    *since = Some(Instant::now());
+                    self.fast.notify_all();
+                }
                 (false, _) => *since = None,
                 (true, Some(_)) => {}
             }
@@ -65,10 +71,30 @@ impl CgroupSignal {
     /// How long the scan sleeps before its next pass.
     pub fn interval(&self) -> Duration {
         let since = self.expecting_since.lock().ok().and_then(|s| *s);
-        match since {
-            Some(t) if t.elapsed() < FAST_SCAN_FOR => FAST_SCAN_INTERVAL,
-            _ => SCAN_INTERVAL,
+        interval_since(since)
+    }
+
+    /// Sleeps for [`Self::interval`], or less if fast scanning starts meanwhile.
+    fn sleep(&self) {
+        let Ok(since) = self.expecting_since.lock() else {
+            std::thread::sleep(SCAN_INTERVAL);
+            return;
+        };
+        let interval = interval_since(*since);
+        if interval == FAST_SCAN_INTERVAL {
+            drop(since);
+            std::thread::sleep(interval);
+        } else {
+            // Spurious wake-ups only shorten one sleep; a poisoned lock just ends it.
+            let _ = self.fast.wait_timeout(since, interval);
         }
+    }
+}
+
+fn interval_since(since: Option<Instant>) -> Duration {
+    match since {
+        Some(t) if t.elapsed() < FAST_SCAN_FOR => FAST_SCAN_INTERVAL,
+        _ => SCAN_INTERVAL,
     }
 }
 /// Deepest level below the root where pod cgroups appear (kind nests the kubelet's root, `kubelet.md` §4.5).
@@ -156,11 +182,7 @@ pub async fn watch<F: CgroupFs + 'static>(
                 tracing::debug!("New pod cgroup");
                 signal.notify();
             }
-            // Sleep in fast-scan steps, so a switch to fast scanning takes effect at once.
-            let slept = Instant::now();
-            while slept.elapsed() < signal.interval() && !stop.is_cancelled() {
-                std::thread::sleep(FAST_SCAN_INTERVAL);
-            }
+            signal.sleep();
         }
     });
     if task.await.is_err() {
