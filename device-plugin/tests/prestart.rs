@@ -1,0 +1,335 @@
+//! The `PreStartContainer` hook of cluster mode ([`AgentPreStart`]) against the real agent loop
+//! ([`drive`]) on the in-process simulator, with PodResources served by a small in-test double:
+//! the hook answers `Ok` only once the pod's limits are in the kernel, and otherwise a precise error.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube_dmem_crds::DmemQuota;
+use kube_dmem_device_plugin::act::{ActError, ApiSink, ApiWrite};
+use kube_dmem_device_plugin::admin::Health;
+use kube_dmem_device_plugin::agent::backend::Backend;
+use kube_dmem_device_plugin::agent::cgroup_watch;
+use kube_dmem_device_plugin::agent::drive::{Loop, ObjectSource, drive};
+use kube_dmem_device_plugin::agent::prestart::{AgentPreStart, RoundRequest};
+use kube_dmem_device_plugin::agent::state::Agent;
+use kube_dmem_device_plugin::cgroup::path::{CgroupDriver, QosClass, expected_pod_cgroup};
+use kube_dmem_device_plugin::cgroup::{CgroupPath, SimCgroups};
+use kube_dmem_device_plugin::kubelet::RESOURCE_NAME;
+use kube_dmem_device_plugin::kubelet::inventory::Inventory;
+use kube_dmem_device_plugin::kubelet::plugin::{PreStart, PreStartError};
+use kube_dmem_device_plugin::kubelet::podresources::PodResourcesClient;
+use kube_dmem_device_plugin::kubelet::proto::podresources::pod_resources_lister_server::{
+    PodResourcesLister, PodResourcesListerServer,
+};
+use kube_dmem_device_plugin::kubelet::proto::podresources::{
+    AllocatableResourcesRequest, AllocatableResourcesResponse, ContainerDevices,
+    ContainerResources, GetPodResourcesRequest, GetPodResourcesResponse, ListPodResourcesRequest,
+    ListPodResourcesResponse, PodResources,
+};
+use kube_dmem_device_plugin::kubelet::uds;
+use kube_dmem_device_plugin::metrics::Metrics;
+use kube_dmem_device_plugin::node::{LimitsOutcome, RoundConfig};
+use kube_dmem_device_plugin::pods::Objects;
+use kube_dmem_device_plugin::pressure::PressureThresholds;
+use kube_dmem_sim::Profile;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic::{Request, Response, Status};
+
+const REGION: &str = "drm/0000:03:00.0/vram0";
+const GIB: u64 = 1 << 30;
+/// The quota's per-pod `max` and `high`.
+const MAX: u64 = 3 * GIB;
+const HIGH: u64 = 2 * GIB;
+const UID: &str = "00000000-0000-4000-8000-000000000001";
+const NS: &str = "ml";
+const NAME: &str = "train";
+
+/// PodResources `List` served from a table.
+#[derive(Clone, Default)]
+struct PodResourcesDouble {
+    table: Arc<Mutex<Vec<PodResources>>>,
+}
+
+impl PodResourcesDouble {
+    fn start(socket: &Path, stop: CancellationToken) -> Self {
+        let double = Self::default();
+        let incoming = uds::bind(socket).expect("bind pod-resources socket");
+        let serve = Server::builder()
+            .add_service(PodResourcesListerServer::new(double.clone()))
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
+        tokio::spawn(async move { serve.await.expect("pod-resources double server") });
+        double
+    }
+
+    fn set(&self, pods: Vec<PodResources>) {
+        *self.table.lock().unwrap() = pods;
+    }
+}
+
+#[tonic::async_trait]
+impl PodResourcesLister for PodResourcesDouble {
+    async fn list(
+        &self,
+        _request: Request<ListPodResourcesRequest>,
+    ) -> Result<Response<ListPodResourcesResponse>, Status> {
+        let pod_resources = self.table.lock().unwrap().clone();
+        Ok(Response::new(ListPodResourcesResponse { pod_resources }))
+    }
+
+    async fn get_allocatable_resources(
+        &self,
+        _request: Request<AllocatableResourcesRequest>,
+    ) -> Result<Response<AllocatableResourcesResponse>, Status> {
+        Err(Status::unimplemented("not used"))
+    }
+
+    async fn get(
+        &self,
+        _request: Request<GetPodResourcesRequest>,
+    ) -> Result<Response<GetPodResourcesResponse>, Status> {
+        Err(Status::unimplemented("not used"))
+    }
+}
+
+/// Pods and quotas in memory; writes accepted and dropped.
+struct Cluster {
+    pods: Vec<Arc<Pod>>,
+    quotas: Vec<DmemQuota>,
+}
+
+impl ObjectSource for Cluster {
+    fn snapshot(&self) -> Objects {
+        Objects {
+            pods: self.pods.clone(),
+            quotas: self.quotas.clone(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ApiSink for Cluster {
+    async fn write(&self, _write: &ApiWrite) -> Result<(), ActError> {
+        Ok(())
+    }
+}
+
+fn pod() -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": NAME, "namespace": NS, "uid": UID, "labels": {"app": "train"},
+                     "annotations": {"sim.kube-dmem.io/usage": format!("{REGION}=256Mi")}},
+        "spec": {"nodeName": "node", "containers": [{"name": "main", "image": "x"}]},
+        "status": {"phase": "Running", "qosClass": "BestEffort"},
+    }))
+    .expect("pod")
+}
+
+fn quota() -> DmemQuota {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-dmem.io/v1alpha1", "kind": "DmemQuota",
+        "metadata": {"name": "q", "namespace": NS, "creationTimestamp": "2026-11-01T10:00:00Z"},
+        "spec": {"selector": {"matchLabels": {"app": "train"}},
+                 "limits": [{"region": "*", "max": MAX.to_string(), "high": HIGH.to_string()}]},
+    }))
+    .expect("quota")
+}
+
+fn pod_cgroup() -> CgroupPath {
+    expected_pod_cgroup(CgroupDriver::Systemd, "/", QosClass::BestEffort, UID).expect("path")
+}
+
+/// The device IDs of units 0 and 1 of [`REGION`], as the plugin advertises them.
+fn device_ids() -> Vec<String> {
+    let capacity: BTreeMap<String, u64> = [(REGION.to_owned(), 4 * GIB)].into_iter().collect();
+    let inventory = Inventory::default().observe(&capacity).expect("inventory");
+    let region = inventory.region(REGION).expect("region");
+    (0..2).map(|u| region.device_id(u).to_string()).collect()
+}
+
+fn held_by_pod(ids: &[String]) -> PodResources {
+    PodResources {
+        namespace: NS.into(),
+        name: NAME.into(),
+        containers: vec![ContainerResources {
+            name: "main".into(),
+            devices: vec![ContainerDevices {
+                resource_name: RESOURCE_NAME.into(),
+                device_ids: ids.to_vec(),
+                topology: None,
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// A running node: the agent loop on the simulator, PodResources listing the pod, and the hook.
+struct Node {
+    fs: SimCgroups,
+    hook: AgentPreStart,
+    rounds: mpsc::Sender<RoundRequest>,
+    stop: CancellationToken,
+    agent_loop: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// The simulated kubelet ([`Backend::Sim`]) makes the pod's cgroup in the first round.
+    fn start() -> Self {
+        let regions = vec![(REGION.to_owned(), 4 * GIB)];
+        let (backend, high) = Backend::sim(Profile::Current, &regions).expect("sim");
+        let fs: SimCgroups = match &backend {
+            Backend::Sim { fs, .. } => fs.clone(),
+            _ => unreachable!("a simulator backend"),
+        };
+        let round_cfg = RoundConfig {
+            scan_root: CgroupPath::root(),
+            high,
+            thresholds: PressureThresholds::default(),
+        };
+        let mut registry = prometheus_client::registry::Registry::default();
+        let (inventory, _inventory_rx) = watch::channel(Inventory::default());
+        let agent = Agent::new(
+            "node".into(),
+            backend,
+            round_cfg,
+            Metrics::register(&mut registry),
+            inventory,
+        );
+        // Leaked: the loop borrows the store for its whole life, as `run` borrows its caches.
+        let cluster: &'static Cluster = Box::leak(Box::new(Cluster {
+            pods: vec![Arc::new(pod())],
+            quotas: vec![quota()],
+        }));
+        let (rounds_tx, rounds) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        // Rounds run on the hook's request only: no poll or resync within a test.
+        let parts = Loop {
+            agent,
+            objects: cluster,
+            sink: cluster,
+            trigger: Arc::new(Notify::new()),
+            new_cgroup: Arc::new(cgroup_watch::CgroupSignal::default()),
+            rounds,
+            kubelet: None,
+            poll_interval: Duration::from_secs(3600),
+            resync: Duration::from_secs(3600),
+            health: Arc::new(Health::default()),
+        };
+        let agent_loop = tokio::spawn(drive(parts, stop.clone()));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("kubelet.sock");
+        let kubelet = PodResourcesDouble::start(&socket, stop.clone());
+        kubelet.set(vec![held_by_pod(&device_ids())]);
+        let client = PodResourcesClient::new(&socket).with_timeout(Duration::from_secs(10));
+        Self {
+            fs,
+            hook: AgentPreStart::new(client, rounds_tx.clone()),
+            rounds: rounds_tx,
+            stop,
+            agent_loop,
+            _dir: dir,
+        }
+    }
+
+    fn dmem_max(&self) -> String {
+        self.fs
+            .kernel()
+            .lock()
+            .expect("kernel")
+            .read_file(pod_cgroup().as_str(), "dmem.max")
+            .unwrap_or_default()
+    }
+
+    /// Runs one round (the simulated kubelet makes the pod's cgroup), then removes the pod's
+    /// cgroup behind the simulated kubelet's back: it will not make it again.
+    async fn lose_pod_cgroup(&self) {
+        let (reply, answer) = oneshot::channel();
+        self.rounds
+            .send(RoundRequest {
+                pod: (NS.to_owned(), NAME.to_owned()),
+                reply,
+            })
+            .await
+            .expect("agent loop");
+        assert_eq!(answer.await.expect("round"), Some(LimitsOutcome::Applied));
+        self.fs
+            .kernel()
+            .lock()
+            .expect("kernel")
+            .rmdir(pod_cgroup().as_str())
+            .expect("rmdir pod cgroup");
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.agent_loop.await.expect("agent loop");
+    }
+}
+
+#[tokio::test]
+async fn answers_ok_only_once_the_quota_max_is_in_the_pod_cgroup() {
+    let node = Node::start();
+    assert!(
+        !node.dmem_max().contains(&format!("{REGION} {MAX}")),
+        "no limit before the hook: {}",
+        node.dmem_max()
+    );
+    node.hook
+        .pre_start(device_ids())
+        .await
+        .expect("limits in force");
+    let max = node.dmem_max();
+    assert!(
+        max.contains(&format!("{REGION} {MAX}")),
+        "dmem.max of the pod cgroup after PreStart: {max}"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn missing_pod_cgroup_is_refused_with_cgroup_not_found() {
+    let node = Node::start();
+    node.lose_pod_cgroup().await;
+    let started = Instant::now();
+    let err = node
+        .hook
+        .pre_start(device_ids())
+        .await
+        .expect_err("no cgroup, no start");
+    match &err {
+        PreStartError::LimitsNotApplied { pod, reason, .. } => {
+            assert_eq!(pod, &format!("{NS}/{NAME}"));
+            assert_eq!(*reason, kube_dmem_crds::REASON_CGROUP_NOT_FOUND);
+        }
+        other => panic!("expected LimitsNotApplied(CgroupNotFound), got {other:?}"),
+    }
+    assert_eq!(err.reason(), kube_dmem_crds::REASON_CGROUP_NOT_FOUND);
+    // Retried until the hook's deadline, below the kubelet's 30 s.
+    assert!(started.elapsed() < Duration::from_secs(30));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_device_ids_are_pod_not_found() {
+    let node = Node::start();
+    let unknown = vec!["not-a-device-0".to_owned()];
+    let err = node
+        .hook
+        .pre_start(unknown.clone())
+        .await
+        .expect_err("nobody holds these devices");
+    match &err {
+        PreStartError::PodNotFound { device_ids } => assert_eq!(device_ids, &unknown),
+        other => panic!("expected PodNotFound, got {other:?}"),
+    }
+    node.stop().await;
+}
