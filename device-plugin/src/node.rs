@@ -156,17 +156,25 @@ pub fn run_round(
         );
         report.pods.push(pod_report);
     }
-    // Ancestors' protection last: it sums the pods' lows as just written.
-    let pod_lows: BTreeMap<CgroupPath, crate::protect::PerRegion> = observed
+    // Ancestors' protection last: it sums the pods' lows as just written, with the usage the
+    // report just read (no second read of each pod's dmem.current).
+    let pod_lows: BTreeMap<CgroupPath, crate::protect::ChildReading> = observed
         .iter()
         .zip(&decided.pods)
-        .filter_map(|(pod, pod_plan)| {
-            let lows = pod_plan
+        .zip(&report.pods)
+        .filter_map(|((pod, pod_plan), pod_report)| {
+            let low = pod_plan
                 .desired
                 .iter()
                 .map(|(r, k)| (r.clone(), k.low.unwrap_or(0)))
                 .collect();
-            pod.cgroup.clone().map(|cgroup| (cgroup, lows))
+            let usage = pod_report
+                .regions
+                .iter()
+                .map(|r| (r.region.clone(), r.reading.usage))
+                .collect();
+            let reading = crate::protect::ChildReading { usage, low };
+            pod.cgroup.clone().map(|cgroup| (cgroup, reading))
         })
         .collect();
     let names: Vec<String> = report.regions.iter().map(|r| r.region.clone()).collect();

@@ -78,11 +78,11 @@ fn bytes(map: Option<&PerRegion>, region: &str) -> u64 {
 }
 
 /// Reads what [`ancestor_lows`] needs for the ancestors of `pods` (below the root, which has no
-/// `dmem.low`), then writes every ancestor low that differs. `pods` maps each pod cgroup to the
-/// low it will have after this round. Returns the number of writes.
+/// `dmem.low`), then writes every ancestor low that differs. `pods` maps each pod cgroup to its
+/// usage as read this round and the low it will have after it. Returns the number of writes.
 pub fn protect_ancestors(
     fs: &dyn CgroupFs,
-    pods: &BTreeMap<CgroupPath, PerRegion>,
+    pods: &BTreeMap<CgroupPath, ChildReading>,
     regions: &[String],
 ) -> Result<usize, CgroupError> {
     let ancestors: BTreeSet<CgroupPath> = pods
@@ -99,13 +99,18 @@ pub fn protect_ancestors(
             .filter_map(|name| ancestor.join(name).ok())
             .collect();
         for kid in &kids {
-            let usage = read_bytes(fs, kid, CgroupFile::DmemCurrent)?;
-            let low = match pods.get(kid) {
-                Some(low) => low.clone(),
-                None if ancestors.contains(kid) => PerRegion::new(),
-                None => read_bytes(fs, kid, CgroupFile::DmemLow)?,
+            let reading = match pods.get(kid) {
+                Some(pod) => pod.clone(),
+                None => ChildReading {
+                    usage: read_bytes(fs, kid, CgroupFile::DmemCurrent)?,
+                    low: if ancestors.contains(kid) {
+                        PerRegion::new()
+                    } else {
+                        read_bytes(fs, kid, CgroupFile::DmemLow)?
+                    },
+                },
             };
-            readings.insert(kid.clone(), ChildReading { usage, low });
+            readings.insert(kid.clone(), reading);
         }
         children.insert(ancestor.clone(), kids);
     }
