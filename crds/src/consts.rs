@@ -1,4 +1,4 @@
-//! CORE: the names both binaries must agree on: API group, field managers, finalizer, the extended
+//! CORE: the names both binaries must agree on: API group, field managers, the extended
 //! resource, condition types and reasons, and the pressure tiers the agent reports.
 //!
 //! A reason is written by one component and read back by another (the agent writes a pod's
@@ -17,8 +17,6 @@ pub const API_VERSION: &str = "v1alpha1";
 pub const OPERATOR_FIELD_MANAGER: &str = "kube-dmem-operator";
 /// Server-side-apply field manager of the node agent (pod conditions).
 pub const AGENT_FIELD_MANAGER: &str = "kube-dmem-agent";
-/// Finalizer the operator puts on quotas so it can clean up the status it derived from them.
-pub const FINALIZER: &str = "kube-dmem.io/cleanup";
 
 /// Extended resource the device plugin advertises; one unit is a fixed slice of one region's VRAM.
 pub const VRAM_RESOURCE: &str = "kube-dmem.io/vram";
@@ -27,6 +25,11 @@ pub const VRAM_RESOURCE: &str = "kube-dmem.io/vram";
 pub const POD_CONDITION_VRAM_PRESSURE: &str = "kube-dmem.io/VRAMPressure";
 /// Pod condition type saying whether the pod's limits are in force in the kernel, and if not, why.
 pub const POD_CONDITION_VRAM_LIMITS_APPLIED: &str = "kube-dmem.io/VRAMLimitsApplied";
+/// Pod condition type: `True` while the pod's usage is above its `high` in some region. Its
+/// `lastTransitionTime` is the moment the pod crossed `high`, which starts the operator's eviction
+/// grace period; it does not move when the pod's pressure tier changes for another reason (for
+/// example from `Contended` to `AtMax`), which `VRAMPressure`'s transition time cannot tell apart.
+pub const POD_CONDITION_VRAM_ABOVE_HIGH: &str = "kube-dmem.io/VRAMAboveHigh";
 
 /// Quota condition type: the quota is valid and its status reflects the current spec.
 pub const QUOTA_CONDITION_READY: &str = "Ready";
@@ -51,8 +54,18 @@ pub const REASON_CGROUP_NOT_FOUND: &str = "CgroupNotFound";
 pub const REASON_MAX_BELOW_USAGE: &str = "MaxBelowUsage";
 /// `VRAMLimitsApplied=False`: a write to a `dmem.*` file failed.
 pub const REASON_WRITE_FAILED: &str = "WriteFailed";
-/// `VRAMLimitsApplied=False`: the governing quota is invalid, so nothing from it was applied.
+/// `VRAMLimitsApplied`: the governing quota's current spec is invalid or does not decode. The
+/// agent keeps its last valid spec in force (status `True`), or, when it never saw a valid one,
+/// leaves the pod's limits as they are (status `Unknown`); nothing applied is loosened.
 pub const REASON_QUOTA_INVALID: &str = "QuotaInvalid";
+/// `VRAMLimitsApplied=Unknown` or `VRAMPressure=Unknown`: a `dmem.*` file of the pod's cgroup
+/// could not be read or parsed (anything but "not found"); the pod's limits are left as they are
+/// and the event names the file, the line and the error.
+pub const REASON_KERNEL_READ_ERROR: &str = "KernelReadError";
+/// `VRAMAboveHigh=True`: usage is above `high` in at least one region.
+pub const REASON_ABOVE_HIGH: &str = "AboveHigh";
+/// `VRAMAboveHigh=False`: usage is at or below `high` in every region (or no `high` is set).
+pub const REASON_WITHIN_HIGH: &str = "WithinHigh";
 /// `VRAMLimitsApplied=False`: no quota governs the pod and it holds no VRAM units.
 pub const REASON_NOT_GOVERNED: &str = "NotGoverned";
 
@@ -60,6 +73,12 @@ pub const REASON_NOT_GOVERNED: &str = "NotGoverned";
 pub const REASON_EVICTED: &str = "Evicted";
 /// Event reason: an eviction was refused (for example by a PodDisruptionBudget) and will be retried.
 pub const REASON_EVICTION_BLOCKED: &str = "EvictionBlocked";
+/// Quota condition type: `True` while the Eviction API refuses (for example because of a
+/// PodDisruptionBudget) to evict at least one pod this quota's remediation chose. Present only on
+/// quotas with `spec.pressure.action: Evict`.
+pub const QUOTA_CONDITION_EVICTION_BLOCKED: &str = "EvictionBlocked";
+/// `EvictionBlocked=False`: no eviction of this quota is being refused.
+pub const REASON_NO_BLOCKED_EVICTIONS: &str = "NoBlockedEvictions";
 
 /// Node annotation in which each node agent publishes its node's dmem regions, as
 /// `REGION=BYTES[,REGION=BYTES...]` (bytes from `dmem.capacity`); written by the agent with
@@ -74,7 +93,7 @@ pub const REASON_DMEM_UNAVAILABLE: &str = "DmemUnavailable";
 /// `REGION=QUANTITY[,REGION=QUANTITY...]`, parsed by [`crate::usage::parse_sim_usage`].
 pub const SIM_USAGE_ANNOTATION: &str = "sim.kube-dmem.io/usage";
 
-/// How close a pod is to losing VRAM, in the kernel's eviction order (`kernel-dmem.md` §3.6, §7).
+/// How close a pod is to losing VRAM, in the kernel's eviction order (`docs/kernel.md` §3.6, §7).
 ///
 /// The agent writes [`PressureTier::as_str`] as the reason of the `kube-dmem.io/VRAMPressure`
 /// condition; the operator parses it back with [`FromStr`]. Variants are ordered from most to least
@@ -193,6 +212,7 @@ mod tests {
         for ty in [
             POD_CONDITION_VRAM_PRESSURE,
             POD_CONDITION_VRAM_LIMITS_APPLIED,
+            POD_CONDITION_VRAM_ABOVE_HIGH,
         ] {
             let (prefix, name) = ty.split_once('/').expect("qualified");
             assert_eq!(prefix, API_GROUP);

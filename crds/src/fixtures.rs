@@ -101,7 +101,7 @@ pub fn pod(namespace: &str, name: &str, pairs: &[(&str, &str)]) -> PodFacts {
         name: name.to_owned(),
         uid: format!("uid-{name}"),
         labels: labels(pairs),
-        grant: None,
+        grants: Vec::new(),
     }
 }
 

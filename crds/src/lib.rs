@@ -2,7 +2,7 @@
 //! agent share, so the operator's status and the agent's enforcement can never disagree.
 //!
 //! - this file: the custom resource types, their schema, CEL rules and printer columns;
-//! - [`consts`]: field managers, finalizer, condition types and reasons, [`PressureTier`];
+//! - [`consts`]: field managers, condition types and reasons, [`PressureTier`];
 //! - [`quantity`], [`duration`], [`glob`]: the value grammars of the spec;
 //! - [`validate`]: the CEL rules again in Rust, producing a checked [`validate::ValidQuota`];
 //! - [`select`]: which quota governs a pod, and which quotas lose;

@@ -2,10 +2,10 @@
 //!
 //! Owns three steps, all pure:
 //! 1. [`effective_limits`]: per region on the node, the governing quota's most specific entry
-//!    ([`crate::glob`]; ties to the earlier entry), capped by the pod's VRAM grant on the granted
-//!    region, then [`Limits::clamped`] so `min <= low <= high <= max` always holds;
+//!    ([`crate::glob`]; ties to the earlier entry), capped by the pod's VRAM grant on every
+//!    granted region, then [`Limits::clamped`] so `min <= low <= high <= max` always holds;
 //! 2. [`Limits::to_kernel`]: what to write, given whether the kernel has a native `dmem.high`
-//!    (found by probing); without it, `high` is emulated through `dmem.low` (`kernel-dmem.md` §7);
+//!    (found by probing); without it, `high` is emulated through `dmem.low` (`docs/kernel.md` §7);
 //! 3. [`parent_low`]: the `dmem.low` an ancestor cgroup needs so the emulation is not diluted.
 
 use std::collections::BTreeMap;
@@ -55,7 +55,7 @@ impl Limits {
     ///
     /// With [`HighSupport::Emulated`] (every kernel so far), `dmem.low` gets `high` when it is set:
     /// under contention the kernel's first eviction pass takes only memory above the effective
-    /// low, so memory above `high` goes first (`kernel-dmem.md` §7). The declared `low` is then
+    /// low, so memory above `high` goes first (`docs/kernel.md` §7). The declared `low` is then
     /// implied (it is at most `high`), and `min` is written as declared, never raised to `high`,
     /// because `min` would pin memory. With [`HighSupport::Native`], `high` is written to its own
     /// file and `low` stays `low`.
@@ -118,36 +118,42 @@ pub fn rule_for<'r>(rules: &'r [LimitRule], region: &str) -> Option<&'r LimitRul
 /// A pod's limits per region, for the regions that get any.
 ///
 /// `quota` is the governing quota (see [`crate::select::governing`]), `regions` the node's region
-/// names (from `dmem.capacity`), `grant` the pod's VRAM units. The granted region always gets
-/// `max = min(granted bytes, the quota's max)`, even if `regions` lacks it, so a quota can never
-/// raise a pod above what the scheduler granted. Every result is [`Limits::clamped`].
+/// names (from `dmem.capacity`), `grants` the pod's VRAM units per region. Every granted region
+/// gets `max = min(granted bytes, the quota's max)`, even if `regions` lacks it, so a quota can
+/// never raise a pod above what the scheduler granted. Grants naming one region twice add up
+/// (each container's units count). Every result is [`Limits::clamped`].
 pub fn effective_limits<S: AsRef<str>>(
     quota: Option<&QuotaFacts>,
     regions: &[S],
-    grant: Option<&Grant>,
+    grants: &[Grant],
 ) -> BTreeMap<String, Limits> {
     let rules = quota.map_or(&[][..], |q| q.spec.limits.as_slice());
-    limits_from_rules(rules, regions, grant)
+    limits_from_rules(rules, regions, grants)
 }
 
 /// [`effective_limits`] over bare rules (an empty slice means no quota).
 pub fn limits_from_rules<S: AsRef<str>>(
     rules: &[LimitRule],
     regions: &[S],
-    grant: Option<&Grant>,
+    grants: &[Grant],
 ) -> BTreeMap<String, Limits> {
     let mut out: BTreeMap<String, Limits> = regions
         .iter()
         .map(AsRef::as_ref)
         .filter_map(|region| Some((region.to_owned(), rule_for(rules, region)?.limits)))
         .collect();
-    if let Some(grant) = grant {
-        let limits = out.entry(grant.region.clone()).or_insert_with(|| {
-            rule_for(rules, &grant.region)
+    let mut granted: BTreeMap<&str, u64> = BTreeMap::new();
+    for grant in grants {
+        let sum = granted.entry(grant.region.as_str()).or_default();
+        *sum = sum.saturating_add(grant.bytes);
+    }
+    for (region, bytes) in granted {
+        let limits = out.entry(region.to_owned()).or_insert_with(|| {
+            rule_for(rules, region)
                 .map(|r| r.limits)
                 .unwrap_or_default()
         });
-        limits.max = Some(limits.max.map_or(grant.bytes, |m| m.min(grant.bytes)));
+        limits.max = Some(limits.max.map_or(bytes, |m| m.min(bytes)));
     }
     out.into_iter()
         .map(|(region, limits)| (region, limits.clamped()))
@@ -173,7 +179,7 @@ pub fn unmatched_patterns<S: AsRef<str>>(rules: &[LimitRule], regions: &[S]) -> 
 /// children of `min(usage, low)`, given as `(usage, low)` pairs in bytes.
 ///
 /// The kernel scales a child's effective low by how much of its parent's effective low the children
-/// claim (`kernel-dmem.md` §7, condition 1). A parent low below this sum scales every child down, so
+/// claim (`docs/kernel.md` §7, conditions 1 and 2). A parent low below this sum scales every child down, so
 /// pods below their `high` become evictable in the first pass; one above it hands the unclaimed
 /// rest to children over their low, partly protecting memory above `high`. At exactly this sum each
 /// child's effective low is `min(usage, low)`, which is what emulation relies on. Recompute it as
@@ -230,37 +236,33 @@ mod tests {
                 ],
             )
             .facts();
-        type Case<'a> = (
-            Option<&'a QuotaFacts>,
-            Option<Grant>,
-            Vec<(&'a str, Limits)>,
-        );
+        type Case<'a> = (Option<&'a QuotaFacts>, Vec<Grant>, Vec<(&'a str, Limits)>);
         let cases: Vec<Case> = vec![
             // Nothing governs, nothing granted: no limits at all.
-            (None, None, vec![]),
+            (None, vec![], vec![]),
             // Units alone: max = granted, on the granted region only.
-            (None, Some(grant(A, 2 * GI)), vec![(A, max(2 * GI))]),
+            (None, vec![grant(A, 2 * GI)], vec![(A, max(2 * GI))]),
             // `*` reaches every region.
             (
                 Some(&star8),
-                None,
+                vec![],
                 vec![(A, max(8 * GI)), (B, max(8 * GI)), (GTT, max(8 * GI))],
             ),
             // A grant below the quota's max lowers it; above it, the quota's max stays.
             (
                 Some(&star8),
-                Some(grant(B, 2 * GI)),
+                vec![grant(B, 2 * GI)],
                 vec![(A, max(8 * GI)), (B, max(2 * GI)), (GTT, max(8 * GI))],
             ),
             (
                 Some(&star8),
-                Some(grant(B, 16 * GI)),
+                vec![grant(B, 16 * GI)],
                 vec![(A, max(8 * GI)), (B, max(8 * GI)), (GTT, max(8 * GI))],
             ),
             // Most specific entry wins whole (entries are not merged).
             (
                 Some(&layered),
-                None,
+                vec![],
                 vec![
                     (A, l(None, None, Some(GI), None)),
                     (B, l(Some(4 * GI), Some(3 * GI), None, None)),
@@ -270,7 +272,7 @@ mod tests {
             // A grant on a region whose entry has no max adds one, and clamps low below it.
             (
                 Some(&layered),
-                Some(grant(A, GI / 2)),
+                vec![grant(A, GI / 2)],
                 vec![
                     (A, l(Some(GI / 2), None, Some(GI / 2), None)),
                     (B, l(Some(4 * GI), Some(3 * GI), None, None)),
@@ -280,24 +282,37 @@ mod tests {
             // The grant caps max and clamps high, low and min downward.
             (
                 Some(&with_high),
-                Some(grant(A, 5 * GI)),
+                vec![grant(A, 5 * GI)],
                 vec![(A, l(Some(5 * GI), Some(5 * GI), Some(5 * GI), Some(4 * GI)))],
             ),
             // A granted region missing from the node's list still gets its max.
             (
                 None,
-                Some(grant("drm/0000:09:00.0/vram0", GI)),
+                vec![grant("drm/0000:09:00.0/vram0", GI)],
                 vec![("drm/0000:09:00.0/vram0", max(GI))],
             ),
+            // Units of two regions (one container each): every granted region gets its max.
+            (
+                None,
+                vec![grant(A, 2 * GI), grant(B, 3 * GI)],
+                vec![(A, max(2 * GI)), (B, max(3 * GI))],
+            ),
+            (
+                Some(&star8),
+                vec![grant(B, 16 * GI), grant(A, 2 * GI)],
+                vec![(A, max(2 * GI)), (B, max(8 * GI)), (GTT, max(8 * GI))],
+            ),
+            // Two containers holding units of one region: the pod may use both.
+            (
+                None,
+                vec![grant(A, 2 * GI), grant(A, GI)],
+                vec![(A, max(3 * GI))],
+            ),
         ];
-        for (i, (quota, grant, want)) in cases.into_iter().enumerate() {
+        for (i, (quota, grants, want)) in cases.into_iter().enumerate() {
             let want: BTreeMap<String, Limits> =
                 want.into_iter().map(|(r, l)| (r.to_owned(), l)).collect();
-            assert_eq!(
-                effective_limits(quota, &regions, grant.as_ref()),
-                want,
-                "case {i}"
-            );
+            assert_eq!(effective_limits(quota, &regions, &grants), want, "case {i}");
         }
     }
 
@@ -436,14 +451,14 @@ mod tests {
                 (prop::sample::select(vec!["*", "drm/*/vram*", A, B, "drm/0000:03:00.0/*"]), arb_limits()),
                 0..5,
             ),
-            granted in prop::option::of((prop::sample::select(vec![A, B, GTT]), 0u64..20)),
+            granted in prop::collection::vec((prop::sample::select(vec![A, B, GTT]), 0u64..20), 0..3),
         ) {
             let rules: Vec<LimitRule> = rules
                 .into_iter()
                 .map(|(region, limits)| LimitRule { region: region.to_owned(), limits })
                 .collect();
-            let grant = granted.map(|(region, bytes)| grant(region, bytes));
-            let out = limits_from_rules(&rules, &[A, B, GTT], grant.as_ref());
+            let grants: Vec<Grant> = granted.iter().map(|&(region, bytes)| grant(region, bytes)).collect();
+            let out = limits_from_rules(&rules, &[A, B, GTT], &grants);
             for (region, limits) in &out {
                 prop_assert!(ordered(limits), "{region}: {limits:?}");
                 prop_assert!(!limits.is_empty());
@@ -456,10 +471,13 @@ mod tests {
                     prop_assert!(k.low.unwrap_or(0) <= k.max.unwrap_or(u64::MAX));
                 }
             }
-            if let Some(g) = &grant {
-                prop_assert!(out[&g.region].max.is_some_and(|m| m <= g.bytes));
+            // Every granted region is capped at the sum of its grants.
+            for g in &grants {
+                let sum: u64 = grants.iter().filter(|o| o.region == g.region).map(|o| o.bytes).sum();
+                prop_assert!(out[&g.region].max.is_some_and(|m| m <= sum));
             }
-            prop_assert_eq!(&out, &limits_from_rules(&rules, &[A, B, GTT], grant.as_ref()));
+            let reversed: Vec<Grant> = grants.iter().rev().cloned().collect();
+            prop_assert_eq!(&out, &limits_from_rules(&rules, &[A, B, GTT], &reversed));
         }
 
         #[test]

@@ -40,20 +40,21 @@ pub struct PodFacts {
     pub uid: String,
     /// The pod's labels.
     pub labels: Labels,
-    /// VRAM units the pod holds, if any.
-    pub grant: Option<Grant>,
+    /// VRAM units the pod holds, one entry per region (a pod's containers may hold units of
+    /// different regions); empty when it holds none.
+    pub grants: Vec<Grant>,
 }
 
 impl PodFacts {
-    /// The facts of an API pod; `grant` comes from the kubelet's PodResources, not from the pod.
-    pub fn from_pod(pod: &Pod, grant: Option<Grant>) -> Self {
+    /// The facts of an API pod; `grants` come from the kubelet's PodResources, not from the pod.
+    pub fn from_pod(pod: &Pod, grants: Vec<Grant>) -> Self {
         let meta = &pod.metadata;
         Self {
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
             uid: meta.uid.clone().unwrap_or_default(),
             labels: meta.labels.clone().unwrap_or_default(),
-            grant,
+            grants,
         }
     }
 }
@@ -389,7 +390,7 @@ mod tests {
             region: "drm/x/vram0".into(),
             bytes: 1,
         };
-        let facts = PodFacts::from_pod(&api_pod, Some(grant.clone()));
+        let facts = PodFacts::from_pod(&api_pod, vec![grant.clone()]);
         assert_eq!(
             facts,
             PodFacts {
@@ -397,7 +398,7 @@ mod tests {
                 name: "p".into(),
                 uid: "u-1".into(),
                 labels: labels(&[("app", "a")]),
-                grant: Some(grant),
+                grants: vec![grant],
             }
         );
     }

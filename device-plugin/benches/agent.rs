@@ -89,6 +89,7 @@ impl ObjectSource for Cluster {
         Objects {
             pods: self.pods.lock().expect("pods").clone(),
             quotas: self.quotas.clone(),
+            ..Objects::default()
         }
     }
 }

@@ -64,7 +64,10 @@ fn bench(c: &mut Criterion) {
     let pods = pods();
     let quota_objects = quotas();
     let (quotas, _) = quota_facts(quota_objects.iter());
-    let facts: Vec<PodFacts> = pods.iter().map(|p| PodFacts::from_pod(p, None)).collect();
+    let facts: Vec<PodFacts> = pods
+        .iter()
+        .map(|p| PodFacts::from_pod(p, Vec::new()))
+        .collect();
     let regions: Vec<(String, u64)> = REGIONS
         .iter()
         .map(|r| ((*r).to_owned(), 64 << 30))

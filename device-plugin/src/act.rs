@@ -3,7 +3,7 @@
 //!
 //! [`KubeSink`] performs them: pod conditions with server-side apply on `pods/status` under
 //! [`AGENT_FIELD_MANAGER`] with force (the body names only our two condition types, so the
-//! kubelet's conditions are never touched; never a JSON merge patch, `kubelet.md` §5.3), the node
+//! kubelet's conditions are never touched; never a JSON merge patch, `docs/kubelet.md` §5.3), the node
 //! regions annotation with server-side apply on the Node, and Events through kube-runtime's
 //! `Recorder`. It translates; what to write is decided by the agent loop.
 
@@ -23,7 +23,8 @@ pub enum ApiWrite {
         namespace: String,
         /// The pod's name.
         name: String,
-        /// `kube-dmem.io/VRAMPressure` and `kube-dmem.io/VRAMLimitsApplied`.
+        /// `kube-dmem.io/VRAMPressure`, `kube-dmem.io/VRAMAboveHigh` and
+        /// `kube-dmem.io/VRAMLimitsApplied`.
         conditions: Vec<PodCondition>,
     },
     /// An event about a pod or the node.

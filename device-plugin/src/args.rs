@@ -80,6 +80,10 @@ pub struct RunArgs {
         default_value = "/var/lib/kubelet/device-plugins"
     )]
     pub device_plugin_dir: PathBuf,
+    /// Where the node's `/dev` is mounted in the agent: `Allocate` resolves each region's GPU
+    /// device nodes from `dri/by-path` links under it (sysfs backend only).
+    #[arg(long, env = "KUBE_DMEM_DEV_ROOT", default_value = "/dev")]
+    pub dev_root: PathBuf,
     /// Whether a kubelet runs here; `disabled` for clusters of fake nodes.
     #[arg(long, env = "KUBE_DMEM_KUBELET", value_enum, default_value_t = Kubelet::Enabled)]
     pub kubelet: Kubelet,
@@ -113,6 +117,7 @@ impl RunArgs {
             cgroup_root,
             pod_resources_socket,
             device_plugin_dir,
+            dev_root,
             kubelet,
             admin_addr,
             poll_interval,
@@ -140,6 +145,7 @@ impl RunArgs {
             backend,
             kubelet: kubelet == Kubelet::Enabled,
             device_plugin_dir,
+            dev_root,
             pod_resources_socket,
             admin_addr,
             poll_interval,

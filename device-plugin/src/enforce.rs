@@ -29,7 +29,7 @@ pub struct InForce {
 }
 
 impl Default for InForce {
-    /// A fresh cgroup: no limit, no protection (`kernel-dmem.md` §1.2 defaults).
+    /// A fresh cgroup: no limit, no protection (`docs/kernel.md` §1.2 defaults).
     fn default() -> Self {
         Self {
             max: DmemValue::Max,
@@ -51,7 +51,7 @@ pub struct ObservedPod {
     pub in_force: BTreeMap<String, InForce>,
 }
 
-/// One limit write: a single region of a single file, as the kernel wants it (`kernel-dmem.md` §10).
+/// One limit write: a single region of a single file, as the kernel wants it (`docs/kernel.md` §10).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LimitWrite {
     /// The cgroup written.
@@ -115,7 +115,7 @@ fn plan_pod<S: AsRef<str>>(
     high: HighSupport,
 ) -> PodPlan {
     let quota = governing(quotas, &pod.facts);
-    let limits = effective_limits(quota, regions, pod.facts.grant.as_ref());
+    let limits = effective_limits(quota, regions, &pod.facts.grants);
     let declared: BTreeMap<String, Limits> = regions
         .iter()
         .map(|region| {

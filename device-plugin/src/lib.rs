@@ -3,7 +3,7 @@
 //! The kernel edge is [`cgroup`] (the `CgroupFs` boundary, the dmem file formats, the real and
 //! simulated backends, probing and pod-cgroup discovery) and [`simfs`] (the kernel simulator served
 //! over FUSE); the binary's flags are in [`args`], its logging in [`telemetry`]. Kernel facts:
-//! `kernel-dmem.md`; conventions: `style.md`.
+//! `docs/kernel.md`; conventions: `docs/contributing.md`.
 
 pub mod act;
 pub mod admin;

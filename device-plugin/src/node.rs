@@ -15,6 +15,7 @@ use crate::cgroup::dmem::{Applied, apply_limit, capacity, read_values};
 use crate::cgroup::format::{DmemValue, DmemValues, RegionCapacity};
 use crate::cgroup::path::{ScanLimits, scan_pods};
 use crate::cgroup::{CgroupError, CgroupFile, CgroupFs, CgroupPath};
+use crate::conditions::Status;
 use crate::enforce::{InForce, ObservedPod, PodPlan, plan};
 use crate::pressure::{PressureThresholds, RegionReading, pod_tier, region_tier};
 
@@ -45,6 +46,23 @@ pub enum LimitsOutcome {
         /// The error, for the condition message.
         message: String,
     },
+    /// A `dmem.*` file of the pod's cgroup could not be read or parsed (anything but "not found"):
+    /// what is in force is unknown, so nothing was written.
+    ReadFailed {
+        /// The error's reason.
+        reason: &'static str,
+        /// The error with file, line and cause, for the condition message.
+        message: String,
+    },
+    /// The governing quota's current spec is invalid.
+    QuotaInvalid {
+        /// The quota.
+        quota: QuotaRef,
+        /// Why it is invalid.
+        error: String,
+        /// Whether its last valid spec was applied (`false`: the pod's limits were left alone).
+        last_valid_in_force: bool,
+    },
 }
 
 impl LimitsOutcome {
@@ -57,12 +75,40 @@ impl LimitsOutcome {
             Self::MaxBelowUsage { .. } => consts::REASON_MAX_BELOW_USAGE,
             Self::DmemUnavailable => consts::REASON_DMEM_UNAVAILABLE,
             Self::WriteFailed { .. } => consts::REASON_WRITE_FAILED,
+            Self::ReadFailed { .. } => consts::REASON_KERNEL_READ_ERROR,
+            Self::QuotaInvalid { .. } => consts::REASON_QUOTA_INVALID,
+        }
+    }
+
+    /// The `VRAMLimitsApplied` status: `Unknown` where the agent cannot tell what is in force.
+    pub fn status(&self) -> Status {
+        match self {
+            Self::Applied
+            | Self::NotGoverned
+            | Self::QuotaInvalid {
+                last_valid_in_force: true,
+                ..
+            } => Status::True,
+            Self::ReadFailed { .. }
+            | Self::QuotaInvalid {
+                last_valid_in_force: false,
+                ..
+            } => Status::Unknown,
+            Self::CgroupNotFound
+            | Self::MaxBelowUsage { .. }
+            | Self::DmemUnavailable
+            | Self::WriteFailed { .. } => Status::False,
         }
     }
 
     /// Whether the limits the pod should have are in force.
     pub fn in_force(&self) -> bool {
-        matches!(self, Self::Applied | Self::NotGoverned)
+        self.status() == Status::True
+    }
+
+    /// Whether someone should look at the pod (a Warning rather than a Normal event).
+    pub fn is_problem(&self) -> bool {
+        !matches!(self, Self::Applied | Self::NotGoverned)
     }
 }
 
@@ -92,6 +138,9 @@ pub struct PodReport {
     pub regions: Vec<RegionReport>,
     /// The worst region's tier.
     pub tier: PressureTier,
+    /// Why the pod's usage or limits could not be read this round (file, line and cause), when
+    /// they could not: its pressure is then unknown, never assumed calm.
+    pub read_failure: Option<String>,
 }
 
 /// The result of a round.
@@ -116,12 +165,36 @@ pub struct RoundConfig {
     pub thresholds: PressureThresholds,
 }
 
+/// Quotas whose current spec is invalid, as a round must treat them. Bad input never loosens a
+/// limit already applied: a quota keeps its last valid spec in force, and where no valid spec of it
+/// is known, the pods it may govern are left as they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InvalidQuotas {
+    /// Quotas in force with their last valid spec (which the caller passes among the round's
+    /// quotas), with the error of the current spec.
+    pub stale: BTreeMap<QuotaRef, String>,
+    /// Pods, by UID, that an invalid quota with no known valid spec may govern, with that quota
+    /// and its error: nothing is written to them.
+    pub held: BTreeMap<String, (QuotaRef, String)>,
+}
+
 /// Runs one round for `pods` under `quotas`: applies what differs, then reads usage for pressure.
 pub fn run_round(
     fs: &dyn CgroupFs,
     cfg: &RoundConfig,
     pods: &[PodFacts],
     quotas: &[QuotaFacts],
+) -> Result<RoundReport, CgroupError> {
+    run_round_with(fs, cfg, pods, quotas, &InvalidQuotas::default())
+}
+
+/// [`run_round`], with quotas whose current spec is invalid.
+pub fn run_round_with(
+    fs: &dyn CgroupFs,
+    cfg: &RoundConfig,
+    pods: &[PodFacts],
+    quotas: &[QuotaFacts],
+    invalid: &InvalidQuotas,
 ) -> Result<RoundReport, CgroupError> {
     // Observe (kernel reads).
     let regions = capacity(fs)?;
@@ -130,10 +203,10 @@ pub fn run_round(
         .pods
         .into_iter()
         .collect();
-    let observed: Vec<ObservedPod> = pods
+    let (observed, read_failures): (Vec<ObservedPod>, Vec<Option<CgroupError>>) = pods
         .iter()
         .map(|facts| observe_pod(fs, facts, found.get(&facts.uid), cfg.high))
-        .collect();
+        .unzip();
     // Decide (pure).
     let decided = plan(&observed, quotas, &names, cfg.high);
     // Act (kernel writes, each read back) and report (pure, from fresh readings).
@@ -142,19 +215,63 @@ pub fn run_round(
         regions,
         ..RoundReport::default()
     };
-    for (pod, pod_plan) in observed.iter().zip(&decided.pods) {
-        report.writes += pod_plan.writes.len();
-        let outcome = apply(fs, pod, pod_plan);
+    for ((pod, pod_plan), failure) in observed.iter().zip(&decided.pods).zip(&read_failures) {
+        // What is in force could not be read, or an invalid quota may govern the pod: write
+        // nothing, so nothing applied is loosened.
+        let outcome = if let Some(err) = failure {
+            LimitsOutcome::ReadFailed {
+                reason: err.reason(),
+                message: error_chain(err),
+            }
+        } else if let Some((quota, error)) = invalid.held.get(&pod.facts.uid) {
+            LimitsOutcome::QuotaInvalid {
+                quota: quota.clone(),
+                error: error.clone(),
+                last_valid_in_force: false,
+            }
+        } else {
+            report.writes += pod_plan.writes.len();
+            let applied = apply(fs, pod, pod_plan);
+            match pod_plan
+                .governing
+                .as_ref()
+                .map(|q| (q, invalid.stale.get(q)))
+            {
+                Some((quota, Some(error))) if applied.in_force() => LimitsOutcome::QuotaInvalid {
+                    quota: quota.clone(),
+                    error: error.clone(),
+                    last_valid_in_force: true,
+                },
+                _ => applied,
+            }
+        };
+        let acted = matches!(
+            outcome,
+            LimitsOutcome::ReadFailed { .. }
+                | LimitsOutcome::QuotaInvalid {
+                    last_valid_in_force: false,
+                    ..
+                }
+        );
+        let empty = PodPlan {
+            writes: Vec::new(),
+            ..pod_plan.clone()
+        };
         let pod_report = report_pod(
             fs,
             cfg,
             pod,
-            pod_plan,
+            if acted { &empty } else { pod_plan },
             outcome,
             &report.regions,
             &root_usage,
         );
         report.pods.push(pod_report);
+    }
+    if read_failures.iter().any(Option::is_some) {
+        // The sums below would count an unreadable pod as using and protecting nothing, which
+        // lowers its ancestors' protection: leave them as they are until the pod reads again.
+        return Ok(report);
     }
     // Ancestors' protection last: it sums the pods' lows as just written, with the usage the
     // report just read (no second read of each pod's dmem.current).
@@ -190,24 +307,30 @@ pub fn run_round(
     Ok(report)
 }
 
+/// The pod with the values in force in its cgroup, and the error when they could not be read. Only
+/// "not found" means absent (a cgroup that vanished between scan and read; the act stage then
+/// reports it as not found); any other failure (a parse error, EACCES, EIO) is returned.
 fn observe_pod(
     fs: &dyn CgroupFs,
     facts: &PodFacts,
     cgroup: Option<&CgroupPath>,
     high: HighSupport,
-) -> ObservedPod {
-    let in_force = cgroup
-        .and_then(|group| read_in_force(fs, group, high).ok())
-        .unwrap_or_default();
-    ObservedPod {
+) -> (ObservedPod, Option<CgroupError>) {
+    let (in_force, failure) = match cgroup.map(|group| read_in_force(fs, group, high)) {
+        None => (BTreeMap::new(), None),
+        Some(Ok(in_force)) => (in_force, None),
+        Some(Err(err)) if err.is_not_found() => (BTreeMap::new(), None),
+        Some(Err(err)) => (BTreeMap::new(), Some(err)),
+    };
+    let pod = ObservedPod {
         facts: facts.clone(),
         cgroup: cgroup.cloned(),
         in_force,
-    }
+    };
+    (pod, failure)
 }
 
-/// The values in force per region. A cgroup that vanishes between scan and read reads as absent,
-/// and the act stage then reports it as not found.
+/// The values in force per region.
 fn read_in_force(
     fs: &dyn CgroupFs,
     group: &CgroupPath,
@@ -260,7 +383,7 @@ fn apply(fs: &dyn CgroupFs, pod: &ObservedPod, pod_plan: &PodPlan) -> LimitsOutc
         outcome = outcome.or(failed);
     }
     outcome.unwrap_or(
-        if pod_plan.governing.is_some() || pod.facts.grant.is_some() {
+        if pod_plan.governing.is_some() || !pod.facts.grants.is_empty() {
             LimitsOutcome::Applied
         } else {
             LimitsOutcome::NotGoverned
@@ -277,20 +400,24 @@ fn report_pod(
     regions: &[RegionCapacity],
     root_usage: &DmemValues,
 ) -> PodReport {
-    let usage = pod
-        .cgroup
-        .as_ref()
-        .and_then(|g| read_values(fs, g, CgroupFile::DmemCurrent).ok())
-        .unwrap_or_default();
+    let mut read_failure = match &outcome {
+        LimitsOutcome::ReadFailed { message, .. } => Some(message.clone()),
+        _ => None,
+    };
+    let usage: DmemValues = match &pod.cgroup {
+        Some(g) => absent_or_note(
+            read_values(fs, g, CgroupFile::DmemCurrent),
+            &mut read_failure,
+        ),
+        None => DmemValues::default(),
+    };
     // Without writes the values observed at the start of the round are still the ones in force;
     // after writes, read them back so the report shows what the kernel kept, not what was asked.
-    let in_force = if pod_plan.writes.is_empty() {
-        pod.in_force.clone()
-    } else {
-        pod.cgroup
-            .as_ref()
-            .and_then(|g| read_in_force(fs, g, cfg.high).ok())
-            .unwrap_or_default()
+    let in_force = match &pod.cgroup {
+        Some(g) if !pod_plan.writes.is_empty() => {
+            absent_or_note(read_in_force(fs, g, cfg.high), &mut read_failure)
+        }
+        _ => pod.in_force.clone(),
     };
     let rows: Vec<RegionReport> = regions
         .iter()
@@ -328,8 +455,26 @@ fn report_pod(
         outcome,
         regions: rows,
         tier,
+        read_failure,
+    }
+}
+
+/// The value read, or the default when the file is absent. Only "not found" reads as absent (the
+/// cgroup went away); any other failure is noted in `failure` (the first one wins), so the pod's
+/// pressure reads unknown instead of zero usage.
+fn absent_or_note<T: Default>(result: Result<T, CgroupError>, failure: &mut Option<String>) -> T {
+    match result {
+        Ok(values) => values,
+        Err(err) if err.is_not_found() => T::default(),
+        Err(err) => {
+            failure.get_or_insert_with(|| error_chain(&err));
+            T::default()
+        }
     }
 }
 
 /// The error and its causes on one line, for condition messages and events.
 pub use kube_dmem_crds::error_chain;
+
+#[cfg(test)]
+mod tests;

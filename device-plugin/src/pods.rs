@@ -2,22 +2,24 @@
 //! (field selector `spec.nodeName=<node>`) and every DmemQuota.
 //!
 //! Quotas are watched as dynamic objects and converted when a snapshot is taken: one quota whose
-//! spec does not deserialize (an older CRD let it in) is skipped and counted, it never stalls the
-//! watch. Watch errors are counted and the watcher restarts with kube's default backoff; the stores
+//! spec does not deserialize (an older CRD let it in) is counted and handed on as undecodable, it
+//! never stalls the watch. Watch errors are counted and the watcher restarts with kube's default backoff; the stores
 //! keep their last contents meanwhile, so enforcement goes on from the last known objects while the
 //! API server is unreachable. Every change after the initial list pokes `trigger` (the loop
-//! debounces). Streaming lists are not used (`kubelet.md` §6.3).
+//! debounces). Streaming lists are not used (`docs/kubelet.md` §6.3).
 
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use kube_dmem_crds::DmemQuota;
+use kube_dmem_crds::select::QuotaRef;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +34,42 @@ pub struct Objects {
     pub pods: Vec<Arc<Pod>>,
     /// Every DmemQuota that deserializes.
     pub quotas: Vec<DmemQuota>,
+    /// DmemQuotas that do not deserialize: never dropped silently, since they may govern pods whose
+    /// limits must not be loosened (see [`crate::agent::facts`]).
+    pub undecodable: Vec<UndecodableQuota>,
+}
+
+/// A DmemQuota whose object does not deserialize into the current types.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UndecodableQuota {
+    /// Namespace and name.
+    pub key: QuotaRef,
+    /// `metadata.uid`.
+    pub uid: Option<String>,
+    /// `spec.selector`, when that part alone still reads as a label selector.
+    pub selector: Option<LabelSelector>,
+    /// Why it does not deserialize.
+    pub error: String,
+}
+
+impl UndecodableQuota {
+    /// Reads what can still be read of `obj`, given why it does not deserialize.
+    pub fn from_dynamic(obj: &DynamicObject, error: String) -> Self {
+        let selector = obj
+            .data
+            .get("spec")
+            .and_then(|spec| spec.get("selector"))
+            .and_then(|sel| serde_json::from_value(sel.clone()).ok());
+        Self {
+            key: QuotaRef {
+                namespace: obj.metadata.namespace.clone().unwrap_or_default(),
+                name: obj.metadata.name.clone().unwrap_or_default(),
+            },
+            uid: obj.metadata.uid.clone(),
+            selector,
+            error,
+        }
+    }
 }
 
 /// Read handles on the two caches.
@@ -91,28 +129,24 @@ impl Caches {
 
     /// The cached objects now (no API call).
     pub fn snapshot(&self) -> Objects {
-        let quotas = self
-            .quotas
-            .state()
-            .iter()
-            .filter_map(|obj| match obj.as_ref().clone().try_parse::<DmemQuota>() {
-                Ok(quota) => Some(quota),
-                Err(err) => {
-                    Metrics::inc(&self.metrics.decode_errors, "resource", "dmemquotas");
-                    warn!(
-                        quota = obj.metadata.name.as_deref().unwrap_or_default(),
-                        namespace = obj.metadata.namespace.as_deref().unwrap_or_default(),
-                        error = &err as &dyn std::error::Error,
-                        "Skipping a DmemQuota that does not deserialize"
-                    );
-                    None
-                }
-            })
-            .collect();
-        Objects {
+        let mut objects = Objects {
             pods: self.pods.state(),
-            quotas,
+            ..Objects::default()
+        };
+        for obj in self.quotas.state() {
+            match obj.as_ref().clone().try_parse::<DmemQuota>() {
+                Ok(quota) => objects.quotas.push(quota),
+                Err(err) => {
+                    // Logged by the agent when the set of invalid quotas changes, not per snapshot.
+                    Metrics::inc(&self.metrics.decode_errors, "resource", "dmemquotas");
+                    let error = kube_dmem_crds::error_chain(&err);
+                    objects
+                        .undecodable
+                        .push(UndecodableQuota::from_dynamic(&obj, error));
+                }
+            }
         }
+        objects
     }
 }
 

@@ -1,8 +1,8 @@
 //! CORE: the pressure tier of a pod from kernel readings.
 //!
-//! The kernel never reports pressure itself (`kernel-dmem.md` §3.7): there is no `dmem.events`, no
+//! The kernel never reports pressure itself (`docs/kernel.md` §3.7): there is no `dmem.events`, no
 //! eviction counter. So the agent infers it from what it can read, in the order the kernel evicts
-//! (`kernel-dmem.md` §3.6, §7): memory above `high` goes first, then memory above the pod's
+//! (`docs/kernel.md` §3.6, §7): memory above `high` goes first, then memory above the pod's
 //! protection, and memory at or below `min` never. A pod at its `max` is not evicted but its next
 //! allocation fails, which is the most urgent thing to tell its owner.
 

@@ -2,9 +2,9 @@
 //! counts when the kernel computes effective protection from a distant root.
 //!
 //! On a full device the kernel judges every cgroup against its *effective* low, computed from the
-//! calculation root down (`kernel-dmem.md` §3.4): a pod three levels below the root gets at most
+//! calculation root down (`docs/kernel.md` §3.4): a pod three levels below the root gets at most
 //! what each ancestor passes down. With the ancestors' `dmem.low` at 0, every pod's effective low
-//! is 0 and the emulation does nothing. `kernel-dmem.md` §7 gives the fix: each ancestor's low is
+//! is 0 and the emulation does nothing. `docs/kernel.md` §7 gives the fix: each ancestor's low is
 //! the sum over its children of `min(usage, low)` — enough that nobody is scaled down, and no more,
 //! so no unclaimed protection floats to pods above their `high`.
 //!

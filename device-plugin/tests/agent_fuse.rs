@@ -134,6 +134,7 @@ fn a_new_pod_cgroup_is_limited_before_its_first_charge() {
             let objects = Objects {
                 pods: vec![Arc::new(pod())],
                 quotas: vec![quota("2Gi")],
+                ..Objects::default()
             };
             let sink = Recorder::default();
             // The agent runs before the cgroup exists: CgroupNotFound.
@@ -202,7 +203,7 @@ impl CgroupFs for Interfere {
 fn facts() -> (Vec<PodFacts>, Vec<kube_dmem_crds::select::QuotaFacts>) {
     let quotas = [quota("2Gi")];
     (
-        vec![PodFacts::from_pod(&pod(), None)],
+        vec![PodFacts::from_pod(&pod(), Vec::new())],
         quota_facts(quotas.iter()).0,
     )
 }

@@ -109,6 +109,7 @@ impl ObjectSource for Cluster {
         Objects {
             pods: self.pods.clone(),
             quotas: self.quotas.clone(),
+            ..Objects::default()
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The `kernel-dmem.md` §9 test vectors about file behaviour, run through the agent's `CgroupFs`
+//! The `docs/kernel.md` §9 test vectors about file behaviour, run through the agent's `CgroupFs`
 //! backends: in-process (`SimCgroups`) and the real `SysfsCgroups` over the FUSE-mounted simulator.
 //! Every write is one `write(2)`, multi-line vectors included. Charges go through `dmem.sim.charge`.
 

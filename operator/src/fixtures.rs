@@ -11,8 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, O
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DynamicObject, PartialObjectMeta};
 use kube_dmem_crds::{
-    DmemQuota, DmemQuotaSpec, DmemQuotaStatus, LimitEntry, POD_CONDITION_VRAM_LIMITS_APPLIED,
-    POD_CONDITION_VRAM_PRESSURE, PressureAction, PressurePolicy,
+    DmemQuota, DmemQuotaSpec, DmemQuotaStatus, LimitEntry, POD_CONDITION_VRAM_ABOVE_HIGH,
+    POD_CONDITION_VRAM_LIMITS_APPLIED, POD_CONDITION_VRAM_PRESSURE, PressureAction, PressurePolicy,
 };
 
 use crate::observed::{NODE_REGIONS_ANNOTATION, Observed, ObservedPod, ObservedQuota};
@@ -185,9 +185,26 @@ impl TestPod {
         self
     }
 
-    /// Sets the `kube-dmem.io/VRAMPressure` condition, transitioned at `since` seconds.
+    /// Sets the `kube-dmem.io/VRAMPressure` condition, transitioned at `since` seconds. Reason
+    /// `AboveHigh` also sets `kube-dmem.io/VRAMAboveHigh` at the same time, as an agent would for a
+    /// pod that went straight from calm to above high; [`Self::above_high`] sets it on its own.
     pub fn pressure(self, active: bool, reason: &str, since: i64) -> Self {
-        self.condition(POD_CONDITION_VRAM_PRESSURE, active, reason, Some(since))
+        let pod = self.condition(POD_CONDITION_VRAM_PRESSURE, active, reason, Some(since));
+        if active && reason == "AboveHigh" {
+            pod.above_high(since)
+        } else {
+            pod
+        }
+    }
+
+    /// Sets `kube-dmem.io/VRAMAboveHigh` to `True`, transitioned at `since` seconds.
+    pub fn above_high(self, since: i64) -> Self {
+        self.condition(
+            POD_CONDITION_VRAM_ABOVE_HIGH,
+            true,
+            "AboveHigh",
+            Some(since),
+        )
     }
 
     /// Sets the `kube-dmem.io/VRAMLimitsApplied` condition.

@@ -1,7 +1,7 @@
 //! EDGE: leader election on a `coordination.k8s.io/v1` Lease with `kube-lease-manager`
-//! (`style.md` §11.3). Publishes "we lead" on a watch channel; the controller writes only while it
-//! reads `true`, and this task releases the Lease on shutdown so a standby takes over at once
-//! instead of after the lease duration.
+//! (`docs/contributing.md` §11.3). Publishes "we lead" on a watch channel; the controller writes
+//! only while it reads `true`, and this task releases the Lease on shutdown so a standby takes over
+//! at once instead of after the lease duration.
 //!
 //! On any Lease API error we report "not leading" at once (stop writing; being wrong here costs
 //! only a delay) and rebuild the manager after a pause. A fresh manager with the same identity

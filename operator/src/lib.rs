@@ -1,5 +1,5 @@
 //! kube-dmem-operator: keeps every `DmemQuota`'s status, flags conflicts between quotas and evicts
-//! pods that stay above their `high` limit (`architecture.md` §4).
+//! pods that stay above their `high` limit (`docs/architecture.md` §4).
 //!
 //! The pipeline is observe (edge, [`observe`]) → decide (core, [`decide`], [`status`],
 //! [`remediation`]) → act (edge, [`act`]), driven by [`reconcile`] and wired by [`controller`].

@@ -15,8 +15,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DynamicObject, PartialObjectMeta};
 use kube_dmem_crds::select::{PodFacts, QuotaRef};
 use kube_dmem_crds::{
-    DmemQuotaSpec, DmemQuotaStatus, POD_CONDITION_VRAM_LIMITS_APPLIED, POD_CONDITION_VRAM_PRESSURE,
-    PressureTier,
+    DmemQuotaSpec, DmemQuotaStatus, POD_CONDITION_VRAM_ABOVE_HIGH,
+    POD_CONDITION_VRAM_LIMITS_APPLIED, POD_CONDITION_VRAM_PRESSURE, PressureTier,
 };
 use serde::Deserialize as _;
 
@@ -65,6 +65,9 @@ pub struct ObservedPod {
     pub limits_applied: bool,
     /// The `kube-dmem.io/VRAMPressure` condition, when the agent has written one.
     pub pressure: Option<PodPressure>,
+    /// Since when `kube-dmem.io/VRAMAboveHigh` has been `True` (its `lastTransitionTime`); `None`
+    /// while it is not `True`, is absent, or has no time. The eviction grace period starts here.
+    pub above_high_since: Option<Timestamp>,
 }
 
 /// The parts of a pod's `kube-dmem.io/VRAMPressure` condition the operator acts on.
@@ -156,19 +159,23 @@ impl ObservedPod {
                 uid: meta.uid.clone()?,
                 labels: meta.labels.clone().unwrap_or_default(),
                 // Grants come from the node's PodResources view; quota status does not need them.
-                grant: None,
+                grants: Vec::new(),
             },
             finished: matches!(phase, Some("Succeeded" | "Failed")),
             terminating: meta.deletion_timestamp.is_some(),
             limits_applied: condition(POD_CONDITION_VRAM_LIMITS_APPLIED)
                 .is_some_and(|c| c.status == "True"),
             pressure,
+            above_high_since: condition(POD_CONDITION_VRAM_ABOVE_HIGH)
+                .filter(|c| c.status == "True")
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0),
         })
     }
 }
 
 /// Strips a cached pod down to what [`ObservedPod::from_pod`] reads: identity, labels, deletion
-/// timestamp, phase and the agent's two conditions. A full pod is several kilobytes (mostly
+/// timestamp, phase and the agent's three conditions. A full pod is several kilobytes (mostly
 /// `spec` and `managedFields`); the pruned one is a few hundred bytes.
 pub fn prune_pod(pod: &mut Pod) {
     pod.spec = None;
@@ -180,7 +187,12 @@ pub fn prune_pod(pod: &mut Pod) {
     meta.generate_name = None;
     if let Some(status) = pod.status.take() {
         let ours = |c: &k8s_openapi::api::core::v1::PodCondition| {
-            c.type_ == POD_CONDITION_VRAM_PRESSURE || c.type_ == POD_CONDITION_VRAM_LIMITS_APPLIED
+            [
+                POD_CONDITION_VRAM_PRESSURE,
+                POD_CONDITION_VRAM_ABOVE_HIGH,
+                POD_CONDITION_VRAM_LIMITS_APPLIED,
+            ]
+            .contains(&c.type_.as_str())
         };
         let conditions: Vec<_> = status
             .conditions
@@ -234,6 +246,27 @@ mod tests {
             pressure.since,
             Some(Timestamp::from_second(100).expect("ts"))
         );
+        assert_eq!(
+            seen.above_high_since,
+            Some(Timestamp::from_second(100).expect("ts"))
+        );
+        // The grace clock is VRAMAboveHigh's own transition time, not VRAMPressure's.
+        let crossed_later = TestPod::new("ns", "p")
+            .pressure(true, "AboveHigh", 100)
+            .above_high(900)
+            .into_pod();
+        let seen = ObservedPod::from_pod(&crossed_later).expect("complete pod");
+        assert_eq!(
+            seen.above_high_since,
+            Some(Timestamp::from_second(900).expect("ts"))
+        );
+        let calm = TestPod::new("ns", "p")
+            .condition(POD_CONDITION_VRAM_ABOVE_HIGH, false, "WithinHigh", Some(5))
+            .into_pod();
+        assert_eq!(
+            ObservedPod::from_pod(&calm).expect("pod").above_high_since,
+            None
+        );
 
         let unknown = TestPod::new("ns", "q")
             .pressure(true, "SomethingNew", 1)
@@ -272,7 +305,8 @@ mod tests {
         assert_eq!(ObservedPod::from_pod(&pod), before);
         assert!(pod.spec.is_none() && pod.metadata.annotations.is_none());
         let status = pod.status.expect("status kept");
-        assert_eq!(status.conditions.map(|c| c.len()), Some(1));
+        // VRAMPressure and VRAMAboveHigh kept, Ready dropped.
+        assert_eq!(status.conditions.map(|c| c.len()), Some(2));
         assert!(status.pod_ip.is_none());
 
         let mut n = node("n1", Some("a=1"));

@@ -2,8 +2,10 @@
 //! evictions, and the memory they need across passes ([`RemediationState`], a plain value).
 //!
 //! Rule: a pod governed by a valid quota with action `Evict` becomes a candidate once its
-//! `kube-dmem.io/VRAMPressure` condition has been `True` with reason `AboveHigh` for at least the
-//! quota's `gracePeriod`, measured from the condition's `lastTransitionTime`. Pods already being
+//! `kube-dmem.io/VRAMAboveHigh` condition has been `True` for at least the quota's `gracePeriod`,
+//! measured from that condition's `lastTransitionTime`: the moment the pod crossed `high`. The
+//! `VRAMPressure` condition cannot serve as the clock: it stays `True` across tiers (`Contended`,
+//! `AtMax`, `AboveHigh`), so its transition time can predate the crossing by hours. Pods already being
 //! deleted, finished pods and pods without a transition time are never candidates; action `None`
 //! never evicts. Candidates are taken longest-above-high first (then namespace, name) while both
 //! the quota's `maxEvictionsPerMinute` and the cluster-wide limit allow, each a sliding
@@ -16,8 +18,8 @@ mod state;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
+use kube_dmem_crds::PressureAction;
 use kube_dmem_crds::select::{QuotaFacts, QuotaRef};
-use kube_dmem_crds::{PressureAction, PressureTier};
 
 pub use state::{Blocked, RemediationState, Selection};
 
@@ -102,14 +104,10 @@ pub enum Eligibility {
 /// Applies the eviction rule to one pod and its governing (valid) quota.
 pub fn eligibility(pod: &ObservedPod, quota: &QuotaFacts, now: Timestamp) -> Eligibility {
     let policy = &quota.spec.pressure;
-    let Some(pressure) = pod.pressure else {
+    let Some(since) = pod.above_high_since else {
         return Eligibility::No;
     };
-    let above_high = pressure.active && pressure.tier == Some(PressureTier::AboveHigh);
-    let Some(since) = pressure.since else {
-        return Eligibility::No;
-    };
-    if policy.action != PressureAction::Evict || !above_high || pod.finished || pod.terminating {
+    if policy.action != PressureAction::Evict || pod.finished || pod.terminating {
         return Eligibility::No;
     }
     let due = after(since, policy.grace_period);

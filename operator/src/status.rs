@@ -12,14 +12,7 @@ use kube_dmem_crds::{
     REASON_INVALID_SPEC, REASON_NO_CONFLICT, REASON_OUTRANKED, REASON_RECONCILED,
 };
 
-/// Quota condition type: `True` while the Eviction API refuses (for example because of a
-/// PodDisruptionBudget) to evict at least one pod this quota's remediation chose. Present only on
-/// quotas with `spec.pressure.action: Evict`.
-// TODO(crds): move to kube-dmem-crds consts next to Ready and Conflict.
-pub const QUOTA_CONDITION_EVICTION_BLOCKED: &str = "EvictionBlocked";
-/// `EvictionBlocked=False`: no eviction of this quota is being refused.
-// TODO(crds): move to kube-dmem-crds consts.
-pub const REASON_NO_BLOCKED_EVICTIONS: &str = "NoBlockedEvictions";
+pub use kube_dmem_crds::{QUOTA_CONDITION_EVICTION_BLOCKED, REASON_NO_BLOCKED_EVICTIONS};
 
 /// Longest condition message we write; the API allows 32768, `kubectl describe` stays readable.
 const MAX_MESSAGE_LEN: usize = 1024;

@@ -1,5 +1,5 @@
 //! EDGE (process setup): initializes `tracing` once from `--log-level` and `--log-format`.
-//! Kept alike with the node agent's `telemetry.rs` (`style.md` §1).
+//! Kept alike with the node agent's `telemetry.rs` (`docs/contributing.md` §1).
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::ParseError;

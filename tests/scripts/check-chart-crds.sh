@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Helm chart ships the CRD as a byte-for-byte copy of the generated file (style.md §11.1):
+# The Helm chart ships the CRD as a byte-for-byte copy of the generated file (docs/contributing.md §11.1):
 #   crds/dmemquotas.kube-dmem.io.yaml  ->  charts/kube-dmem/crds/dmemquotas.kube-dmem.io.yaml
 # Without arguments this fails when the copy is missing, differs, or the chart's crds/ holds any
 # other file (Helm would install it too). With --fix it makes the copy and removes strays.

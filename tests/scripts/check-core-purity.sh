@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Core modules (a `//!` header that says CORE and never EDGE, and the whole crds library) take
 # inputs as values and time as an argument. This check fails when one of them names an I/O or clock
-# API in code (style.md §2). Comments are not code, and test modules are exempt: the scan stops at
+# API in code (docs/contributing.md §2). Comments are not code, and test modules are exempt: the scan stops at
 # the first `#[cfg(test)]`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The end-to-end suite (style.md §8, tier 6): a local control plane (cluster-up.sh: etcd,
+# The end-to-end suite (docs/contributing.md §8, tier 5): a local control plane (cluster-up.sh: etcd,
 # kube-apiserver, controller-manager, scheduler, kwok with fake GPU nodes), the Helm chart
 # installed with `helm install` (CRD from its crds/, RBAC, admission policy), a server-side dry
 # run of the rendered chart, the kube-dmem binaries built, then `cargo test -p kube-dmem-e2e`.

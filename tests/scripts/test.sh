@@ -18,6 +18,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "core modules stay pure"
 bash tests/scripts/check-core-purity.sh
 
+step "documents referred to exist (tests/scripts/check-doc-refs.sh)"
+bash tests/scripts/check-doc-refs.sh
+
 # The e2e crate needs a running control plane; its own stage below brings one up.
 step "cargo test --workspace (unit, simulator, FUSE, gRPC)"
 cargo test --workspace --locked --exclude kube-dmem-e2e

@@ -1,4 +1,4 @@
-//! Harness of the kube-dmem end-to-end suite (style.md §8, tier 6).
+//! Harness of the kube-dmem end-to-end suite (docs/contributing.md §8, tier 5).
 //!
 //! The suite runs against a real local control plane (`tests/scripts/cluster-up.sh`) with the Helm
 //! chart installed (`tests/scripts/e2e.sh` does both). The components run as host processes under

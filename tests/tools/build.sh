@@ -13,7 +13,7 @@
 # Env: KUBE_DMEM_TOOLS_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/kube-dmem),
 #      GO (go binary; default `go` on PATH, else /usr/local/go/bin/go),
 #      BUILD_P (go build -p, default 2), NICE (nice level, default 15).
-# See tests/tools/README.md and shared/docs/control-plane.md (§2-§5).
+# See tests/tools/README.md and docs/testing.md §5.
 set -euo pipefail
 
 TOOLS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,7 +26,7 @@ GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 # Hermetic-ish build settings. GOTOOLCHAIN=local: never fetch a toolchain.
 # -mod=readonly: go.mod/go.sum are committed and authoritative (with a complete go.sum the
 # go command needs no checksum-database lookups, so this also works where sum.golang.org is
-# unreachable; see gotcha 14).
+# unreachable; see docs/testing.md §5.6).
 export GOFLAGS="-mod=readonly -buildvcs=false" GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off
 CACHE_ROOT=${KUBE_DMEM_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-dmem}
 export GOCACHE=$CACHE_ROOT/gocache GOMODCACHE=$CACHE_ROOT/gomod
@@ -98,7 +98,7 @@ gobuild() {
 
 T_ALL=$SECONDS
 
-# --- Kubernetes (§2): upstream version ldflags for both version packages, upstream default tags.
+# --- Kubernetes (docs/testing.md §5.1): upstream version ldflags (both packages), default tags.
 K8S_V=$(modver k8s k8s.io/kubernetes)
 K8S_DATE=$(modtime k8s k8s.io/kubernetes)
 [[ $K8S_V =~ ^v([0-9]+)\.([0-9]+)\. ]] || die "unexpected k8s.io/kubernetes version '$K8S_V'"
@@ -113,15 +113,15 @@ TAGS=selinux,notest,grpcnotrace gobuild k8s "$K8S_LDF" \
   kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler \
   kubectl=k8s.io/kubernetes/cmd/kubectl
 
-# --- etcd (§3): main package is the module root; default name would be "server".
+# --- etcd (docs/testing.md §5.2): main package is the module root; default name would be "server".
 ETCD_V=$(modver etcd go.etcd.io/etcd/server/v3)
 gobuild etcd "-s -w" etcd=go.etcd.io/etcd/server/v3
 
-# --- kwok + kwokctl (§4): no ldflags needed (version is a constant).
+# --- kwok + kwokctl (docs/testing.md §5.3): no ldflags needed (version is a constant).
 KWOK_V=$(modver kwok sigs.k8s.io/kwok)
 gobuild kwok "-s -w" kwok=sigs.k8s.io/kwok/cmd/kwok kwokctl=sigs.k8s.io/kwok/cmd/kwokctl
 
-# --- helm (§5): upstream Makefile ldflags, else `helm version` says v4.x only.
+# --- helm (docs/testing.md §5.4): upstream Makefile ldflags, else `helm version` says v4.x only.
 HELM_V=$(modver helm helm.sh/helm/v4)
 gobuild helm "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_V -X helm.sh/helm/v4/internal/version.gitTreeState=clean" \
   helm=helm.sh/helm/v4/cmd/helm

@@ -1,4 +1,4 @@
-//! CORE: simulator configuration — kernel profile and constants (`kernel-dmem.md` §8.1).
+//! CORE: simulator configuration — kernel profile and constants (`docs/kernel.md` §8.1).
 
 /// `PAGE_COUNTER_MAX` on 4 KiB-page 64-bit kernels (x86_64): `LONG_MAX / PAGE_SIZE`.
 pub const PAGE_COUNTER_MAX_4K: u64 = 2_251_799_813_685_247;
@@ -33,10 +33,10 @@ pub struct SimConfig {
     /// `PAGE_COUNTER_MAX`; stored values `>=` this read back as `max`.
     pub page_counter_max: u64,
     /// Compute effective protection with wrapping 64-bit products like kernels up to 7.3 (true), or
-    /// with 128-bit intermediates like the linux-next fix (false). §3.4.
+    /// with 128-bit intermediates like the linux-next fix (false). `docs/kernel.md` §3.4.
     pub wrap_protection_math: bool,
     /// Largest single write a cgroup file accepts (`PAGE_SIZE`); larger writes fail with `E2BIG`.
-    /// Modelling choice beyond §8 (kernfs `atomic_write_len`, §2.4).
+    /// Modelling choice beyond `docs/kernel.md` §8 (kernfs `atomic_write_len`, §2.4).
     pub write_limit: usize,
 }
 

@@ -2,8 +2,9 @@
 //!
 //! [`Errno`] names the errno a system call on cgroupfs (or an in-kernel driver call) would fail
 //! with; [`SimError`] adds the one outcome that is not an errno, the NULL-pointer dereference of
-//! 6.14–6.18 kernels without the stable fix (`kernel-dmem.md` §2.3, test vector T10);
-//! [`ChargeError`] is what a failed driver charge or allocation reports (§3.2, §8.6).
+//! 6.14–6.18 kernels without the stable fix (`docs/kernel.md` §2.3, test vector T10);
+//! [`ChargeError`] is what a failed driver charge or allocation reports (`docs/kernel.md` §3.2,
+//! §8.6).
 
 use std::fmt;
 
@@ -99,9 +100,9 @@ pub enum SimError {
     #[error("write failed with {0}")]
     Errno(Errno),
     /// The modelled kernel would have crashed (NULL-pointer dereference in `dmemcg_parse_limit` on
-    /// 6.14–6.18 without the stable fix, `kernel-dmem.md` §2.3). Only [`crate::Profile::LegacyUnfixed`]
-    /// produces it. Lines before the crashing one stay applied; the simulator keeps running and
-    /// remembers the event (see [`crate::SimKernel::oopsed`]).
+    /// 6.14–6.18 without the stable fix, `docs/kernel.md` §2.3). Only
+    /// [`crate::Profile::LegacyUnfixed`] produces it. Lines before the crashing one stay applied;
+    /// the simulator keeps running and remembers the event (see [`crate::SimKernel::oopsed`]).
     #[error("kernel oops writing {file}: {detail}")]
     KernelOops {
         /// The file being written, e.g. `"dmem.max"`.
@@ -144,7 +145,7 @@ pub struct ChargeError {
     /// unregistered or unknown), `ENOENT` (no such cgroup) or `EINVAL` (zero size).
     pub errno: Errno,
     /// For `EAGAIN`: the cgroup path of the pool whose max would be exceeded — the lowest level,
-    /// self first (`ret_limit_pool`, §3.2). `None` otherwise.
+    /// self first (`ret_limit_pool`, `docs/kernel.md` §3.2). `None` otherwise.
     pub limit_pool: Option<String>,
 }
 

@@ -1,7 +1,7 @@
-//! CORE: the TTM driver model (`kernel-dmem.md` §3.6, §8.8): allocating a VRAM buffer object with
+//! CORE: the TTM driver model (`docs/kernel.md` §3.6, §8.8): allocating a VRAM buffer object with
 //! both profiles' pass structure and the LRU eviction walk. (The 7.3 reclaim is in `reclaim`.)
 //!
-//! Modelling choices beyond §8.8:
+//! Modelling choices beyond `docs/kernel.md` §8.8:
 //! * A BO has a single placement, VRAM ("VRAM-only"): where TTM would fall back to the next
 //!   placement (GTT), the allocation fails instead — `EAGAIN` (with the limit pool) when the last
 //!   attempt hit a max, `ENOSPC` when it found the device full. A BO larger than the region fails
@@ -266,10 +266,11 @@ impl SimKernel {
         }
     }
 
-    /// Allocate a buffer object of `size` bytes in VRAM for a task in `cgroup` (§8.8): charge its
-    /// effective css, check device space, evict other BOs in the profile's order when needed.
-    /// Errors: `EAGAIN` (+ limit pool) at a max eviction could not resolve, `ENOSPC` device full,
-    /// `ENODEV` unregistered or unknown region, `ENOENT` no such cgroup, `EINVAL` zero size.
+    /// Allocate a buffer object of `size` bytes in VRAM for a task in `cgroup` (`docs/kernel.md`
+    /// §8.8): charge its effective css, check device space, evict other BOs in the profile's order
+    /// when needed. Errors: `EAGAIN` (+ limit pool) at a max eviction could not resolve, `ENOSPC`
+    /// device full, `ENODEV` unregistered or unknown region, `ENOENT` no such cgroup, `EINVAL` zero
+    /// size.
     pub fn alloc_bo(&mut self, cgroup: &str, region: &str, size: u64) -> Result<BoId, ChargeError> {
         let node = self.node_id(cgroup).map_err(ChargeError::new)?;
         let region = self

@@ -1,7 +1,7 @@
-//! CORE: the cgroupfs view (`kernel-dmem.md` §1, §8.4): which files a cgroup has, which can be
+//! CORE: the cgroupfs view (`docs/kernel.md` §1, §8.4): which files a cgroup has, which can be
 //! opened for writing, and what a read returns.
 //!
-//! Modelling choices beyond §8.4:
+//! Modelling choices beyond `docs/kernel.md` §8.4:
 //! * `cgroup.controllers` reads `"dmem\n"` when the cgroup has a dmem css (always on the root),
 //!   else `""`; `cgroup.subtree_control` reads `"dmem\n"` or `""` (cgroup core prints nothing,
 //!   not even a newline, for an empty mask). Only the dmem controller is modelled.
@@ -113,7 +113,7 @@ impl SimKernel {
     }
 
     /// Whether `open(2)` of `path/file` would succeed: `ENOENT` for a missing cgroup or file,
-    /// `EACCES` for a write-open of a read-only file (§1.1, §8.4).
+    /// `EACCES` for a write-open of a read-only file (`docs/kernel.md` §1.1, §8.4).
     pub fn check_open(&self, path: &str, file: &str, write: bool) -> Result<(), Errno> {
         let node = self.node_id(path)?;
         if !self.node_files(node).contains(&file) {
@@ -125,7 +125,7 @@ impl SimKernel {
         Ok(())
     }
 
-    /// `"max"` for values `>= PAGE_COUNTER_MAX`, else the decimal value (§1.2).
+    /// `"max"` for values `>= PAGE_COUNTER_MAX`, else the decimal value (`docs/kernel.md` §1.2).
     fn fmt_value(&self, v: u64) -> String {
         if v >= self.config.page_counter_max {
             "max".to_string()

@@ -12,7 +12,7 @@ use crate::tree::{Css, CssId, Node, NodeId, ROOT};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BoId(pub u64);
 
-/// A buffer object of the driver model (§8.8).
+/// A buffer object of the driver model (`docs/kernel.md` §8.8).
 #[derive(Debug, Clone)]
 pub(crate) struct Bo {
     pub region: RegionId,
@@ -30,7 +30,7 @@ pub(crate) struct Bo {
     pub lru: u64,
 }
 
-/// An in-memory model of the kernel's dmem controller plus a TTM-like driver (§8).
+/// An in-memory model of the kernel's dmem controller plus a TTM-like driver (`docs/kernel.md` §8).
 #[derive(Debug, Clone)]
 pub struct SimKernel {
     pub(crate) config: SimConfig,

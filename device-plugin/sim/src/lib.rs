@@ -1,6 +1,6 @@
 //! `kube-dmem-sim`: a pure, in-memory model of the Linux `dmem` cgroup controller and of a
 //! TTM-based GPU driver charging it, for both kernel profiles (legacy 6.14–7.2 and current 7.3+).
-//! It implements `kernel-dmem.md` §8 (normative) with the details of §2 and §3.
+//! It implements `docs/kernel.md` §8 (normative) with the details of §2 and §3.
 //!
 //! CORE crate: no I/O, no clocks. Backends (the node agent's in-process `CgroupFs` simulator and
 //! the FUSE filesystem) wrap a [`SimKernel`] and translate paths, files and errnos.

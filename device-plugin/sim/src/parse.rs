@@ -1,10 +1,10 @@
-//! CORE: the kernel's write-side string handling (`kernel-dmem.md` §2.1, §8.5): C-string
+//! CORE: the kernel's write-side string handling (`docs/kernel.md` §2.1, §8.5): C-string
 //! truncation, `strstrip`, the region/value split and `memparse`-based value parsing.
 //!
 //! Everything works on bytes: kernfs hands the handler raw bytes, and names are compared with
 //! `strcmp`.
 
-/// The characters `strstrip` removes (§8.5).
+/// The characters `strstrip` removes (`docs/kernel.md` §8.5).
 fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }

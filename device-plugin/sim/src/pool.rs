@@ -1,4 +1,4 @@
-//! CORE: regions and pools (`kernel-dmem.md` §8.1, §8.3, §8.6, §8.9): lazy pool creation, the
+//! CORE: regions and pools (`docs/kernel.md` §8.1, §8.3, §8.6, §8.9): lazy pool creation, the
 //! hierarchical page_counter charge and uncharge, and region (un)registration.
 
 use crate::errno::{ChargeError, Errno};
@@ -15,7 +15,8 @@ pub(crate) struct Region {
     pub size: u64,
     pub unregistered: bool,
     pub has_reclaim: bool,
-    /// Bytes of BOs resident in this region (driver model; `Σ resident BO sizes`, §8.6).
+    /// Bytes of BOs resident in this region (driver model; `Σ resident BO sizes`, `docs/kernel.md`
+    /// §8.6).
     pub resident: u64,
 }
 
@@ -56,7 +57,8 @@ impl SimKernel {
         });
     }
 
-    /// Unregister the first registered region called `name` (§8.9). `ENOENT` if there is none.
+    /// Unregister the first registered region called `name` (`docs/kernel.md` §8.9). `ENOENT` if
+    /// there is none.
     pub fn unregister_region(&mut self, name: &str) -> Result<(), Errno> {
         let id = self.lookup_region(name.as_bytes()).ok_or(Errno::ENOENT)?;
         self.regions[id].unregistered = true;
@@ -91,8 +93,8 @@ impl SimKernel {
         })
     }
 
-    /// `ensure_pool` (§8.3): the pool of (`css`, `region`), creating it and every missing
-    /// ancestor pool with the defaults.
+    /// `ensure_pool` (`docs/kernel.md` §8.3): the pool of (`css`, `region`), creating it and every
+    /// missing ancestor pool with the defaults.
     pub(crate) fn ensure_pool(&mut self, css: CssId, region: RegionId) -> PoolId {
         for c in self.css_chain(css) {
             let max = self.config.page_counter_max;
@@ -144,8 +146,8 @@ impl SimKernel {
         self.csses[pool.css].path.clone()
     }
 
-    /// `page_counter_try_charge` on `css`'s pool chain (§8.6). On a limit hit: the lowest failing
-    /// css, and no state change.
+    /// `page_counter_try_charge` on `css`'s pool chain (`docs/kernel.md` §8.6). On a limit hit: the
+    /// lowest failing css, and no state change.
     pub(crate) fn charge_css(
         &mut self,
         css: CssId,
@@ -170,8 +172,9 @@ impl SimKernel {
         Ok(pool)
     }
 
-    /// Raw charge (`dmem_cgroup_try_charge`, §8.6) for a task in `cgroup`, returning the pool
-    /// charged (the task's effective css). No eviction and no device-capacity check.
+    /// Raw charge (`dmem_cgroup_try_charge`, `docs/kernel.md` §8.6) for a task in `cgroup`,
+    /// returning the pool charged (the task's effective css). No eviction and no device-capacity
+    /// check.
     pub fn try_charge_pool(
         &mut self,
         cgroup: &str,
@@ -190,14 +193,15 @@ impl SimKernel {
             })
     }
 
-    /// Raw charge of `size` bytes for a task in `cgroup` (§8.6): `EAGAIN` with the limit pool's
-    /// path when a max would be exceeded (nothing changes), `ENODEV` for an unregistered or unknown
-    /// region, `ENOENT` for a missing cgroup.
+    /// Raw charge of `size` bytes for a task in `cgroup` (`docs/kernel.md` §8.6): `EAGAIN` with the
+    /// limit pool's path when a max would be exceeded (nothing changes), `ENODEV` for an
+    /// unregistered or unknown region, `ENOENT` for a missing cgroup.
     pub fn try_charge(&mut self, cgroup: &str, region: &str, size: u64) -> Result<(), ChargeError> {
         self.try_charge_pool(cgroup, region, size).map(|_| ())
     }
 
-    /// `page_counter_uncharge` on the pool chain (§8.6): saturating at 0 (the kernel WARNs).
+    /// `page_counter_uncharge` on the pool chain (`docs/kernel.md` §8.6): saturating at 0 (the
+    /// kernel WARNs).
     pub fn uncharge_pool(&mut self, pool: PoolId, size: u64) {
         for c in self.css_chain(pool.css) {
             if let Some(p) = self.pools.get_mut(&(c, pool.region)) {
@@ -207,7 +211,7 @@ impl SimKernel {
     }
 
     /// Uncharge `size` bytes from the pool of `cgroup`'s effective css. Works for unregistered
-    /// regions (§8.9); a missing cgroup, region or pool makes it a no-op.
+    /// regions (`docs/kernel.md` §8.9); a missing cgroup, region or pool makes it a no-op.
     pub fn uncharge(&mut self, cgroup: &str, region: &str, size: u64) {
         let (Ok(node), Some(region)) = (self.node_id(cgroup), self.find_region_any(region)) else {
             return;

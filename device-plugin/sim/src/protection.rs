@@ -1,12 +1,12 @@
-//! CORE: effective protection and the eviction decision (`kernel-dmem.md` §3.4, §3.5, §8.7):
+//! CORE: effective protection and the eviction decision (`docs/kernel.md` §3.4, §3.5, §8.7):
 //! `page_counter_calculate_protection` over a pre-order walk, `effective_protection` with the
 //! kernel's wrapping 64-bit products (or 128-bit "fixed" math), `evict_valuable`, and the 7.3
 //! `below_min`/`below_low` queries.
 //!
-//! Modelling choice beyond §8.7: the walk visits offline csses too (`css_for_each_descendant_pre`
-//! skips only released ones, and a css with charges is not released), and the sibling sums
-//! (`children_min_usage`/`children_low_usage`) are recomputed from the children's pools instead of
-//! being maintained incrementally — the values are the same.
+//! Modelling choice beyond `docs/kernel.md` §8.7: the walk visits offline csses too
+//! (`css_for_each_descendant_pre` skips only released ones, and a css with charges is not
+//! released), and the sibling sums (`children_min_usage`/`children_low_usage`) are recomputed from
+//! the children's pools instead of being maintained incrementally — the values are the same.
 
 use crate::errno::Errno;
 use crate::kernel::SimKernel;
@@ -105,8 +105,8 @@ impl SimKernel {
         p.elow = elow;
     }
 
-    /// `calc(R, T)` (§8.7, `dmem_cgroup_calculate_protection`): pre-order over `root`'s subtree,
-    /// stopping after `test`.
+    /// `calc(R, T)` (`docs/kernel.md` §8.7, `dmem_cgroup_calculate_protection`): pre-order over
+    /// `root`'s subtree, stopping after `test`.
     pub(crate) fn calculate_protection(&mut self, root: CssId, test: CssId, region: RegionId) {
         for c in self.css_preorder(root) {
             if self.pool(c, region).is_none() {
@@ -119,8 +119,8 @@ impl SimKernel {
         }
     }
 
-    /// `dmem_cgroup_state_evict_valuable(limit, test, ignore_low, &hit_low)` exactly as §3.5.
-    /// Returns (evictable, hit_low).
+    /// `dmem_cgroup_state_evict_valuable(limit, test, ignore_low, &hit_low)` exactly as
+    /// `docs/kernel.md` §3.5. Returns (evictable, hit_low).
     pub(crate) fn evict_valuable_css(
         &mut self,
         limit: Option<CssId>,
@@ -187,8 +187,8 @@ impl SimKernel {
     }
 
     /// Recompute and return (emin, elow) of `cgroup`'s effective pool relative to `root` (global
-    /// root when `None`), per §3.4/§8.7. (0, 0) when the cgroup, region or pool does not exist.
-    /// Values stay stale for a pool with zero usage, as in the kernel.
+    /// root when `None`), per `docs/kernel.md` §3.4/§8.7. (0, 0) when the cgroup, region or pool
+    /// does not exist. Values stay stale for a pool with zero usage, as in the kernel.
     pub fn effective_protection(
         &mut self,
         root: Option<&str>,
@@ -205,9 +205,9 @@ impl SimKernel {
         self.pool(css, region).map_or((0, 0), |p| (p.emin, p.elow))
     }
 
-    /// `evict_valuable` (§3.5) for BOs charged to `test`'s effective pool, with the limit pool of
-    /// `limit`'s effective css (or none). Returns (evictable, hit_low). Errors for a missing
-    /// cgroup or region; a missing test pool counts as evictable.
+    /// `evict_valuable` (`docs/kernel.md` §3.5) for BOs charged to `test`'s effective pool, with
+    /// the limit pool of `limit`'s effective css (or none). Returns (evictable, hit_low). Errors
+    /// for a missing cgroup or region; a missing test pool counts as evictable.
     pub fn evict_valuable(
         &mut self,
         limit: Option<&str>,

@@ -1,18 +1,19 @@
 //! CORE: the 7.3 synchronous reclaim run by a blocking `dmem.max` write below usage
-//! (`kernel-dmem.md` §3.3, §8.8): the dmem core's retry loop around the TTM reclaim op
+//! (`docs/kernel.md` §3.3, §8.8): the dmem core's retry loop around the TTM reclaim op
 //! `ttm_bo_evict_cgroup`.
 //!
-//! Modelling choice beyond §8.8: a round walks the LRU once respecting low and once ignoring it,
-//! stopping as soon as usage ≤ max; a round that evicts nothing counts as the op's `-ENOSPC`
-//! ("no progress"), and the loop gives up after 16 of them. No signals exist in the model.
+//! Modelling choice beyond `docs/kernel.md` §8.8: a round walks the LRU once respecting low and
+//! once ignoring it, stopping as soon as usage ≤ max; a round that evicts nothing counts as the
+//! op's `-ENOSPC` ("no progress"), and the loop gives up after 16 of them. No signals exist in the
+//! model.
 
 use crate::config::DMEM_MAX_RECLAIM_RETRIES;
 use crate::kernel::SimKernel;
 use crate::pool::PoolId;
 
 impl SimKernel {
-    /// 7.3 synchronous reclaim after a `dmem.max` write below usage (§3.3, §8.8): rounds of
-    /// `ttm_bo_evict_cgroup` until usage ≤ max or 16 rounds made no progress.
+    /// 7.3 synchronous reclaim after a `dmem.max` write below usage (`docs/kernel.md` §3.3, §8.8):
+    /// rounds of `ttm_bo_evict_cgroup` until usage ≤ max or 16 rounds made no progress.
     pub(crate) fn reclaim(&mut self, pool: PoolId) {
         let mut no_progress = 0;
         while self.over_max(pool) {

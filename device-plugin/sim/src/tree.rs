@@ -1,13 +1,14 @@
-//! CORE: the cgroup tree (`kernel-dmem.md` §8.2): directories, `cgroup.subtree_control`, tasks and
+//! CORE: the cgroup tree (`docs/kernel.md` §8.2): directories, `cgroup.subtree_control`, tasks and
 //! dmem csses.
 //!
-//! Modelling choices beyond §8.2 (all from cgroup-v2 core behaviour):
+//! Modelling choices beyond `docs/kernel.md` §8.2 (all from cgroup-v2 core behaviour):
 //! * A node's dmem css is an object of its own ([`Css`]): enabling `+dmem` in a parent creates one
 //!   for every live child (and for children created later); `-dmem` and `rmdir` take it offline
 //!   (limits reset like `dmemcs_offline`), but an offline css keeps its pools and stays in its
 //!   parent's children list, so its charges remain in the ancestors and in the protection sums
-//!   until uncharged (§3.2, T23). A later `+dmem` gives the child a fresh css with fresh pools.
-//! * `dmem_css` of §8.2 is therefore "the node currently has an online css".
+//!   until uncharged (`docs/kernel.md` §3.2, T23). A later `+dmem` gives the child a fresh css with
+//!   fresh pools.
+//! * `dmem_css` of `docs/kernel.md` §8.2 is therefore "the node currently has an online css".
 //! * `set_has_tasks(true)` on a non-root node with `dmem` in its `subtree_control` fails with
 //!   `EBUSY` (the "no internal process" rule, as writing `cgroup.procs` would).
 //! * Path syntax: absolute, `/`-separated; empty components are ignored (`"/k/"` = `"/k"`).
@@ -78,7 +79,8 @@ impl SimKernel {
         Ok(id)
     }
 
-    /// The css a task in `node` charges: the node's own, else the nearest ancestor's (§8.2).
+    /// The css a task in `node` charges: the node's own, else the nearest ancestor's
+    /// (`docs/kernel.md` §8.2).
     pub(crate) fn effective_css(&self, node: NodeId) -> CssId {
         let mut id = node;
         loop {
@@ -150,9 +152,9 @@ impl SimKernel {
         Ok(())
     }
 
-    /// Remove the cgroup `path` (§8.2): `EBUSY` if it has tasks or children (or is the root);
-    /// otherwise its pools' limits are reset and it disappears, while its charges stay in the
-    /// ancestors until uncharged.
+    /// Remove the cgroup `path` (`docs/kernel.md` §8.2): `EBUSY` if it has tasks or children (or is
+    /// the root); otherwise its pools' limits are reset and it disappears, while its charges stay
+    /// in the ancestors until uncharged.
     pub fn rmdir(&mut self, path: &str) -> Result<(), Errno> {
         let id = self.node_id(path)?;
         let node = &self.nodes[id];
@@ -202,7 +204,8 @@ impl SimKernel {
             .is_ok_and(|id| self.nodes[id].css.is_some())
     }
 
-    /// Apply the `+dmem`/`-dmem` outcome of a `cgroup.subtree_control` write (§8.2).
+    /// Apply the `+dmem`/`-dmem` outcome of a `cgroup.subtree_control` write (`docs/kernel.md`
+    /// §8.2).
     pub(crate) fn set_subtree_dmem(&mut self, node: NodeId, enable: bool) -> Result<(), Errno> {
         let n = &self.nodes[node];
         if enable {

@@ -1,15 +1,15 @@
-//! CORE: what a `write(2)` to a cgroup file does (`kernel-dmem.md` §2, §8.2, §8.5): the limit
+//! CORE: what a `write(2)` to a cgroup file does (`docs/kernel.md` §2, §8.2, §8.5): the limit
 //! files (`dmem.min`/`dmem.low`/`dmem.max`) per profile, `cgroup.subtree_control`, and the
 //! simulator's `dmem.sim.charge`.
 //!
-//! Modelling choices beyond §8.5:
+//! Modelling choices beyond `docs/kernel.md` §8.5:
 //! * Writes longer than [`crate::SimConfig::write_limit`] fail with `E2BIG` before any parsing
-//!   (kernfs `atomic_write_len`, §2.4); a write to a read-only file fails with `EACCES` (the
-//!   open would have).
+//!   (kernfs `atomic_write_len`, `docs/kernel.md` §2.4); a write to a read-only file fails with
+//!   `EACCES` (the open would have).
 //! * `LegacyUnfixed`: the region is looked up before the missing value is dereferenced (the NULL
-//!   dereference is in `dmemcg_parse_limit`, after the lookup, §2.3), so an *unknown* name without a
-//!   value is `EINVAL`, and only a known region without a value oopses. With the fix (`Legacy`) both
-//!   are `EINVAL`, as §8.5 says.
+//!   dereference is in `dmemcg_parse_limit`, after the lookup, `docs/kernel.md` §2.3), so an
+//!   *unknown* name without a value is `EINVAL`, and only a known region without a value oopses.
+//!   With the fix (`Legacy`) both are `EINVAL`, as `docs/kernel.md` §8.5 says.
 //! * `cgroup.subtree_control` follows `cgroup_subtree_control_write`: the stripped buffer is split
 //!   at single spaces, empty tokens are skipped, each token must be `+dmem` or `-dmem` (any other
 //!   name is not a subsystem → `EINVAL`; the last token for dmem wins); enabling what is already
@@ -104,8 +104,9 @@ impl SimKernel {
         Ok(())
     }
 
-    /// `apply` of §8.5: min/low unconditionally; max per profile (ignored below usage on legacy;
-    /// applied and reclaimed on current unless non-blocking or the region has no reclaim op).
+    /// `apply` of `docs/kernel.md` §8.5: min/low unconditionally; max per profile (ignored below
+    /// usage on legacy; applied and reclaimed on current unless non-blocking or the region has no
+    /// reclaim op).
     fn apply_limit(&mut self, kind: DmemFile, pool: PoolId, val: u64, nonblock: bool) {
         let current = self.config.profile == Profile::Current;
         let has_reclaim = self.regions[pool.region].has_reclaim;

@@ -1,5 +1,6 @@
-//! Driver-model details beyond the §9 vectors: LRU order with priorities, touching and pinning,
-//! oversize and zero-size BOs, errors of `alloc_bo`, and legacy min protection under pressure.
+//! Driver-model details beyond the `docs/kernel.md` §9 vectors: LRU order with priorities, touching
+//! and pinning, oversize and zero-size BOs, errors of `alloc_bo`, and legacy min protection under
+//! pressure.
 
 mod common;
 

@@ -1,5 +1,6 @@
-//! Cgroup tree, file set and open/write rules beyond the §9 vectors: `cgroup.subtree_control`,
-//! `cgroup.controllers`, `EACCES`/`ENOENT`/`E2BIG`, the charge file and the C-string rule.
+//! Cgroup tree, file set and open/write rules beyond the `docs/kernel.md` §9 vectors:
+//! `cgroup.subtree_control`, `cgroup.controllers`, `EACCES`/`ENOENT`/`E2BIG`, the charge file and
+//! the C-string rule.
 
 mod common;
 

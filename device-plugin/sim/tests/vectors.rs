@@ -1,4 +1,4 @@
-//! The `kernel-dmem.md` §9 test vectors T1–T26, one `#[test]` each (plus variants), on every
+//! The `docs/kernel.md` §9 test vectors T1–T26, one `#[test]` each (plus variants), on every
 //! profile the table names.
 
 mod common;
@@ -524,7 +524,8 @@ fn t20_min_never_evicted_by_others() {
         let mut k = setup(p);
         w(&mut k, "/k/a", "dmem.min", &format!("{R0} 2G")).unwrap();
         // Legacy computes device-full protection from the global root, so /k needs a min that
-        // covers a's for a's declared min to reach it (§3.4); 7.3 uses the common ancestor /k.
+        // covers a's for a's declared min to reach it (`docs/kernel.md` §3.4); 7.3 uses the common
+        // ancestor /k.
         w(&mut k, "/k", "dmem.min", &format!("{R0} 2G")).unwrap();
         let a: Vec<_> = (0..2).map(|_| k.alloc_bo("/k/a", R0, G).unwrap()).collect();
         let b: Vec<_> = (0..5).map(|_| k.alloc_bo("/k/b", R0, G).unwrap()).collect();
@@ -549,8 +550,9 @@ fn t20_min_never_evicted_by_others() {
 
 #[test]
 fn t20b_legacy_min_without_ancestor_min_is_not_effective() {
-    // §3.4 as the kernel computes it: with no min on /k, a's effective min relative to the global
-    // root is 0 (scaled by the parent's emin of 0), so a legacy device-full walk may evict a.
+    // `docs/kernel.md` §3.4 as the kernel computes it: with no min on /k, a's effective min
+    // relative to the global root is 0 (scaled by the parent's emin of 0), so a legacy device-full
+    // walk may evict a.
     for p in LEGACY {
         let mut k = setup(p);
         w(&mut k, "/k/a", "dmem.min", &format!("{R0} 2G")).unwrap();

@@ -13,7 +13,9 @@ use kube_dmem_sim::{Profile, SimConfig};
 
 use crate::cgroup::probe::{KernelProfile, decide, probe};
 use crate::cgroup::{CgroupError, CgroupFs, CgroupPath, SimCgroups, SysfsCgroups};
-use crate::node::{LimitsOutcome, PodReport, RoundConfig, RoundReport, run_round};
+use crate::node::{
+    InvalidQuotas, LimitsOutcome, PodReport, RoundConfig, RoundReport, run_round_with,
+};
 use crate::standalone::sim_node::{SimNode, SimNodeError};
 
 /// Why a round could not run.
@@ -135,16 +137,20 @@ impl Backend {
         pods: &[Arc<Pod>],
         facts: &[PodFacts],
         quotas: &[QuotaFacts],
+        invalid: &InvalidQuotas,
     ) -> Result<RoundReport, BackendError> {
         match self {
-            Backend::Sysfs(fs) => run_round(fs, cfg, facts, quotas).map_err(BackendError::Round),
+            Backend::Sysfs(fs) => {
+                run_round_with(fs, cfg, facts, quotas, invalid).map_err(BackendError::Round)
+            }
             Backend::Sim { node, fs } => {
                 let pods: Vec<Pod> = pods.iter().map(|p| p.as_ref().clone()).collect();
                 node.sync_pods(&pods).map_err(BackendError::SimNode)?;
-                let before = run_round(fs as &dyn CgroupFs, cfg, facts, quotas)
+                let before = run_round_with(fs as &dyn CgroupFs, cfg, facts, quotas, invalid)
                     .map_err(BackendError::Round)?;
                 node.run_workloads(&pods).map_err(BackendError::SimNode)?;
-                let mut after = run_round(fs, cfg, facts, quotas).map_err(BackendError::Round)?;
+                let mut after =
+                    run_round_with(fs, cfg, facts, quotas, invalid).map_err(BackendError::Round)?;
                 after.writes += before.writes;
                 Ok(after)
             }
@@ -157,6 +163,7 @@ impl Backend {
                         outcome: LimitsOutcome::DmemUnavailable,
                         regions: Vec::new(),
                         tier: kube_dmem_crds::PressureTier::Idle,
+                        read_failure: None,
                     })
                     .collect(),
                 ..RoundReport::default()

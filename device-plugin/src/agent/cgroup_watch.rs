@@ -97,7 +97,8 @@ fn interval_since(since: Option<Instant>) -> Duration {
         _ => SCAN_INTERVAL,
     }
 }
-/// Deepest level below the root where pod cgroups appear (kind nests the kubelet's root, `kubelet.md` §4.5).
+/// Deepest level below the root where pod cgroups appear (kind nests the kubelet's root,
+/// `docs/kubelet.md` §4.5).
 const MAX_PARENT_DEPTH: usize = 4;
 
 /// Whether a cgroup name belongs to the kubelet's hierarchy.

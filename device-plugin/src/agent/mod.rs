@@ -32,7 +32,7 @@ use tracing::{Instrument as _, info, info_span, warn};
 use crate::act::KubeSink;
 use crate::admin::{self, Health};
 use crate::cgroup::CgroupPath;
-use crate::kubelet::devnodes::NoDeviceNodes;
+use crate::kubelet::devnodes::{DevDir, DeviceNodes, NoDeviceNodes};
 use crate::kubelet::inventory::Inventory;
 use crate::kubelet::plugin::DevicePluginService;
 use crate::kubelet::podresources::PodResourcesClient;
@@ -71,6 +71,8 @@ pub struct RunConfig {
     pub kubelet: bool,
     /// The kubelet's device-plugin directory.
     pub device_plugin_dir: PathBuf,
+    /// Where the node's `/dev` is mounted, for the device nodes `Allocate` hands out.
+    pub dev_root: PathBuf,
     /// The kubelet's PodResources socket.
     pub pod_resources_socket: PathBuf,
     /// Admin server address.
@@ -144,8 +146,12 @@ pub async fn run(cfg: RunConfig, stop: CancellationToken) -> Result<(), RunError
         .then(|| PodResourcesClient::new(cfg.pod_resources_socket.clone()));
     if let Some(pr) = &pod_resources {
         let hook = Arc::new(AgentPreStart::new(pr.clone(), rounds_tx.clone()));
-        let plugin = DevicePluginService::new(inventory_rx.clone(), Arc::new(NoDeviceNodes), hook)
-            .with_stop(stop.clone());
+        let plugin = DevicePluginService::new(
+            inventory_rx.clone(),
+            device_nodes(&cfg.backend, &cfg.dev_root),
+            hook,
+        )
+        .with_stop(stop.clone());
         let config = RegistrationConfig {
             dir: cfg.device_plugin_dir.clone(),
             ..RegistrationConfig::default()
@@ -189,6 +195,15 @@ pub async fn run(cfg: RunConfig, stop: CancellationToken) -> Result<(), RunError
     drive(parts, stop).await;
     tasks.shutdown().await;
     Ok(())
+}
+
+/// The device-node lookup for `backend`: the node's `dri/by-path` links under `dev_root` on a real
+/// cgroupfs, none on the simulator (its regions are no GPUs, and `/dev` may hold real ones).
+pub fn device_nodes(backend: &BackendConfig, dev_root: &std::path::Path) -> Arc<dyn DeviceNodes> {
+    match backend {
+        BackendConfig::Sysfs(_) => Arc::new(DevDir::new(dev_root)),
+        BackendConfig::Sim { .. } => Arc::new(NoDeviceNodes),
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::backend::{Backend, BackendError};
 use super::backoff::Backoff;
-use super::facts::{by_uid, round_inputs};
+use super::facts::{InvalidQuota, LastValid, by_uid, keep_last_valid, round_inputs};
 use crate::act::{ApiSink, ApiWrite, node_ref, pod_ref};
 use crate::conditions::{self, ConditionKey};
 use crate::kubelet::grants::Grants;
@@ -70,7 +70,10 @@ pub struct Agent {
     /// The regions annotation value last applied.
     published_regions: Option<String>,
     dmem_event_sent: bool,
+    /// Quotas invalid last round, so each is logged once when it turns invalid.
     invalid_quotas: BTreeSet<QuotaRef>,
+    /// The last valid spec of every quota, kept in force while its current spec is invalid.
+    last_valid: LastValid,
     gauges: BTreeSet<PodRegion>,
     /// Backoff of pod condition writes; while it runs, no write goes out (the server is likely down).
     conditions_backoff: Backoff,
@@ -92,9 +95,25 @@ impl Agent {
         metrics
             .dmem_available
             .set(i64::from(backend.unavailable().is_none()));
+        Self::new_shared(
+            node,
+            Arc::new(Mutex::new(backend)),
+            round_cfg,
+            metrics,
+            inventory,
+        )
+    }
+
+    fn new_shared(
+        node: String,
+        backend: Arc<Mutex<Backend>>,
+        round_cfg: RoundConfig,
+        metrics: Metrics,
+        inventory: watch::Sender<Inventory>,
+    ) -> Self {
         Self {
             node,
-            backend: Arc::new(Mutex::new(backend)),
+            backend,
             round_cfg,
             metrics,
             inventory,
@@ -102,11 +121,26 @@ impl Agent {
             published_regions: None,
             dmem_event_sent: false,
             invalid_quotas: BTreeSet::new(),
+            last_valid: LastValid::new(),
             gauges: BTreeSet::new(),
             conditions_backoff: Backoff::new(CONDITIONS_BACKOFF_INITIAL, CONDITIONS_BACKOFF_MAX),
             node_backoff: Backoff::new(SIDE_BACKOFF_INITIAL, SIDE_BACKOFF_MAX),
             event_backoff: Backoff::new(SIDE_BACKOFF_INITIAL, SIDE_BACKOFF_MAX),
         }
+    }
+
+    /// A fresh agent over the same kernel, as after a restart of the process: every memory of
+    /// earlier rounds is gone, the kernel state is not.
+    #[cfg(test)]
+    pub(crate) fn restarted(&self) -> Self {
+        let (inventory, _) = watch::channel(Inventory::default());
+        Self::new_shared(
+            self.node.clone(),
+            Arc::clone(&self.backend),
+            self.round_cfg.clone(),
+            self.metrics.clone(),
+            inventory,
+        )
     }
 
     /// Forgets what was written, so the next round compares with the cache alone (the periodic
@@ -125,15 +159,16 @@ impl Agent {
     ) -> Result<RoundReport, RoundError> {
         let inputs = round_inputs(objects, grants);
         self.note_invalid(&inputs.invalid);
+        let (quotas, invalid) = keep_last_valid(&inputs, &mut self.last_valid);
         // Act on the kernel (blocking I/O, off the async threads).
         let timer = self.metrics.time_round();
         let backend = Arc::clone(&self.backend);
         let cfg = self.round_cfg.clone();
-        let (pods, facts, quotas) = (inputs.pods.clone(), inputs.facts, inputs.quotas);
+        let (pods, facts) = (inputs.pods.clone(), inputs.facts);
         let result = tokio::task::spawn_blocking(move || {
             let mut backend = backend.lock().map_err(|_| RoundError::Task)?;
             backend
-                .round(&cfg, &pods, &facts, &quotas)
+                .round(&cfg, &pods, &facts, &quotas, &invalid)
                 .map_err(RoundError::Backend)
         })
         .await
@@ -158,11 +193,12 @@ impl Agent {
         Ok(report)
     }
 
-    fn note_invalid(&mut self, invalid: &[(QuotaRef, kube_dmem_crds::validate::ValidationError)]) {
-        let now: BTreeSet<QuotaRef> = invalid.iter().map(|(q, _)| q.clone()).collect();
-        for (quota, err) in invalid {
-            if !self.invalid_quotas.contains(quota) {
-                warn!(quota = %quota, error = err as &dyn std::error::Error, "Ignoring invalid DmemQuota");
+    fn note_invalid(&mut self, invalid: &[InvalidQuota]) {
+        let now: BTreeSet<QuotaRef> = invalid.iter().map(|q| q.key.clone()).collect();
+        for quota in invalid {
+            if !self.invalid_quotas.contains(&quota.key) {
+                warn!(quota = %quota.key, error = %quota.error,
+                    "Invalid DmemQuota: its last valid spec stays in force, or its pods are left as they are");
             }
         }
         self.metrics
@@ -249,21 +285,32 @@ impl Agent {
                 // Written already; the watch has not brought it back yet.
                 continue;
             }
-            if let LimitsOutcome::WriteFailed { reason, .. } = &pod.outcome {
-                Metrics::inc(&self.metrics.kernel_errors, "reason", reason);
+            match &pod.outcome {
+                LimitsOutcome::WriteFailed { reason, .. } => {
+                    Metrics::inc(&self.metrics.kernel_errors, "reason", reason);
+                }
+                LimitsOutcome::ReadFailed { reason, message } => {
+                    Metrics::inc(&self.metrics.kernel_errors, "reason", reason);
+                    warn!(pod = %pod.facts.name, namespace = %pod.facts.namespace, reason,
+                        error = %message, "Reading the pod's dmem files failed; its limits are left as they are");
+                }
+                _ => {}
+            }
+            if let Some(failure) = &pod.read_failure
+                && !matches!(pod.outcome, LimitsOutcome::ReadFailed { .. })
+            {
+                Metrics::inc(&self.metrics.kernel_errors, "reason", "KernelReadError");
+                warn!(pod = %pod.facts.name, namespace = %pod.facts.namespace,
+                    error = %failure, "Reading the pod's VRAM usage failed; its pressure is unknown");
             }
             debug!(pod = %pod.facts.name, namespace = %pod.facts.namespace, tier = %pod.tier,
                 outcome = pod.outcome.reason(), "Conditions changed");
             writes.push(ApiWrite::PodConditions {
                 namespace: pod.facts.namespace.clone(),
                 name: pod.facts.name.clone(),
-                conditions: vec![desired.pressure.clone(), desired.limits.clone()],
+                conditions: desired.conditions(),
             });
-            for tr in desired
-                .transitions
-                .iter()
-                .filter(|t| t.had_previous || t.warning)
-            {
+            for tr in desired.transitions.iter().filter(|t| t.wants_event()) {
                 writes.push(ApiWrite::Event {
                     regarding: pod_ref(&pod.facts.namespace, &pod.facts.name, &pod.facts.uid),
                     warning: tr.warning,
@@ -333,15 +380,10 @@ impl Agent {
                 namespace,
                 name,
             } => {
-                let key = |i: usize| {
-                    conditions
-                        .get(i)
-                        .map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default()))
-                        .unwrap_or_default()
-                };
-                info!(namespace = %namespace, pod = %name, pressure = %key(0).1, limits = %key(1).1, "Pod conditions applied");
-                self.written
-                    .insert(pod_key(namespace, name), (key(0), key(1)));
+                let key = conditions::key_of(conditions);
+                let reasons: Vec<&str> = key.iter().map(|(_, _, r)| r.as_str()).collect();
+                info!(namespace = %namespace, pod = %name, reasons = ?reasons, "Pod conditions applied");
+                self.written.insert(pod_key(namespace, name), key);
             }
             ApiWrite::NodeRegions { value, .. } => self.published_regions = Some(value.clone()),
             ApiWrite::Event { regarding, .. } if regarding.kind.as_deref() == Some("Node") => {

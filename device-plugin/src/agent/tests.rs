@@ -13,6 +13,7 @@ use super::backend::Backend;
 use super::state::Agent;
 use crate::act::{ActError, ApiSink, ApiWrite};
 use crate::cgroup::CgroupPath;
+use crate::kubelet::grants::Grants;
 use crate::kubelet::inventory::Inventory;
 use crate::metrics::Metrics;
 use crate::node::RoundConfig;
@@ -133,6 +134,7 @@ async fn conditions_follow_pressure_with_zero_writes_in_steady_state() {
     let objects = |p: &Pod| Objects {
         pods: vec![Arc::new(p.clone()), Arc::new(done.clone())],
         quotas: vec![quota()],
+        ..Objects::default()
     };
 
     // First round: node regions and both conditions; healthy first reports make no events.
@@ -221,6 +223,7 @@ async fn a_resync_rewrites_conditions_someone_removed() {
     let objects = Objects {
         pods: vec![Arc::new(p)],
         quotas: vec![quota()],
+        ..Objects::default()
     };
     agent
         .round(&objects, None, &sink, t(0))
@@ -275,6 +278,7 @@ async fn dmem_unavailable_is_reported_on_every_pod_and_once_on_the_node() {
     let objects = |p: &Pod| Objects {
         pods: vec![Arc::new(p.clone())],
         quotas: vec![quota()],
+        ..Objects::default()
     };
     agent
         .round(&objects(&p), None, &sink, t(0))
@@ -328,6 +332,7 @@ async fn a_refused_node_annotation_backs_off_without_holding_back_conditions() {
     let objects = |p: &Pod| Objects {
         pods: vec![Arc::new(p.clone())],
         quotas: vec![quota()],
+        ..Objects::default()
     };
     let attempts = || *sink.node_attempts.lock().expect("lock");
     // Rounds every 100 ms (as new cgroups and watch events cause) for 10 s: the annotation is
@@ -368,4 +373,215 @@ async fn a_refused_node_annotation_backs_off_without_holding_back_conditions() {
         tokio::time::advance(Duration::from_millis(100)).await;
     }
     assert_eq!(tried_at, [0, 10, 30, 70]);
+}
+
+fn quota_with(limits: serde_json::Value) -> DmemQuota {
+    let mut q = quota();
+    q.metadata.uid = Some("quid-q".into());
+    q.spec.limits = serde_json::from_value(limits).expect("limits");
+    q
+}
+
+fn max_of(report: &crate::node::RoundReport, region: &str) -> Option<u64> {
+    report.pods[0]
+        .regions
+        .iter()
+        .find(|r| r.region == region)
+        .and_then(|r| r.reading.max)
+}
+
+#[tokio::test]
+async fn an_invalid_quota_keeps_its_last_valid_spec_and_says_so() {
+    let mut agent = agent();
+    let sink = Recorder::default();
+    let p = pod("train-0", UID, "1Gi", "Running");
+    let objects = |q: DmemQuota| Objects {
+        pods: vec![Arc::new(p.clone())],
+        quotas: vec![q],
+        ..Objects::default()
+    };
+    let valid = quota_with(serde_json::json!([{"region": "*", "max": "8Gi", "high": "4Gi"}]));
+    let report = agent
+        .round(&objects(valid), None, &sink, t(0))
+        .await
+        .expect("round");
+    assert_eq!(max_of(&report, R0), Some(8 << 30));
+    sink.take();
+    // Edited into a spec the rules reject (high above max; an older CRD let it through).
+    let broken = quota_with(serde_json::json!([{"region": "*", "max": "2Gi", "high": "4Gi"}]));
+    let report = agent
+        .round(&objects(broken.clone()), None, &sink, t(10))
+        .await
+        .expect("round");
+    assert_eq!(
+        max_of(&report, R0),
+        Some(8 << 30),
+        "the last valid max stays"
+    );
+    assert_eq!(report.writes, 0);
+    let writes = sink.take();
+    assert_eq!(
+        condition(&writes, POD_CONDITION_VRAM_LIMITS_APPLIED),
+        Some(("True", "QuotaInvalid"))
+    );
+    // Deleting the quota releases the pod: its limits go back to the kernel defaults.
+    let report = agent
+        .round(
+            &Objects {
+                pods: vec![Arc::new(p.clone())],
+                ..Objects::default()
+            },
+            None,
+            &sink,
+            t(20),
+        )
+        .await
+        .expect("round");
+    assert_eq!(max_of(&report, R0), None);
+    assert_eq!(
+        condition(&sink.take(), POD_CONDITION_VRAM_LIMITS_APPLIED),
+        Some(("True", "NotGoverned"))
+    );
+}
+
+#[tokio::test]
+async fn an_undecodable_quota_never_seen_valid_leaves_its_pods_alone() {
+    let mut agent = agent();
+    let sink = Recorder::default();
+    let p = pod("train-0", UID, "1Gi", "Running");
+    let valid = quota_with(serde_json::json!([{"region": "*", "max": "8Gi"}]));
+    agent
+        .round(
+            &Objects {
+                pods: vec![Arc::new(p.clone())],
+                quotas: vec![valid],
+                ..Objects::default()
+            },
+            None,
+            &sink,
+            t(0),
+        )
+        .await
+        .expect("round");
+    sink.take();
+    // A restarted agent (no memory) meets the quota as an object that no longer deserializes.
+    let mut agent = agent.restarted();
+    let undecodable = crate::pods::UndecodableQuota {
+        key: kube_dmem_crds::select::QuotaRef {
+            namespace: "ml".into(),
+            name: "q".into(),
+        },
+        uid: Some("quid-q".into()),
+        selector: None,
+        error: "spec.limits[0].max: quantities must match the regular expression".into(),
+    };
+    let report = agent
+        .round(
+            &Objects {
+                pods: vec![Arc::new(p.clone())],
+                undecodable: vec![undecodable],
+                ..Objects::default()
+            },
+            None,
+            &sink,
+            t(10),
+        )
+        .await
+        .expect("round");
+    assert_eq!(report.writes, 0);
+    assert_eq!(max_of(&report, R0), Some(8 << 30), "not reset to max");
+    assert_eq!(
+        condition(&sink.take(), POD_CONDITION_VRAM_LIMITS_APPLIED),
+        Some(("Unknown", "QuotaInvalid"))
+    );
+}
+
+#[tokio::test]
+async fn every_region_a_pod_holds_units_on_is_limited() {
+    const R1: &str = "drm/0000:0a:00.0/vram0";
+    let (backend, high) = Backend::sim(
+        Profile::Current,
+        &[(R0.to_owned(), 16 << 30), (R1.to_owned(), 16 << 30)],
+    )
+    .expect("sim");
+    let cfg = RoundConfig {
+        scan_root: CgroupPath::root(),
+        high,
+        thresholds: PressureThresholds::default(),
+    };
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (inventory, _) = watch::channel(Inventory::default());
+    let mut agent = Agent::new(
+        "n1".into(),
+        backend,
+        cfg,
+        Metrics::register(&mut registry),
+        inventory,
+    );
+    let sink = Recorder::default();
+    // Two containers, each allocated units of a different region: PodResources lists both.
+    let grants = Grants {
+        by_uid: [(
+            UID.to_owned(),
+            vec![
+                crate::kubelet::grants::Grant {
+                    region: R0.into(),
+                    bytes: 2 << 30,
+                },
+                crate::kubelet::grants::Grant {
+                    region: R1.into(),
+                    bytes: 3 << 30,
+                },
+            ],
+        )]
+        .into(),
+        ..Grants::default()
+    };
+    let mut p = pod("train-0", UID, "1Gi", "Running");
+    p.metadata.labels = None;
+    let report = agent
+        .round(
+            &Objects {
+                pods: vec![Arc::new(p)],
+                ..Objects::default()
+            },
+            Some(&grants),
+            &sink,
+            t(0),
+        )
+        .await
+        .expect("round");
+    assert_eq!(max_of(&report, R0), Some(2 << 30));
+    assert_eq!(max_of(&report, R1), Some(3 << 30));
+}
+
+#[test]
+fn a_real_node_hands_out_the_regions_device_nodes_the_simulator_none() {
+    // A fake node /dev: the GPU at 0000:03:00.0 with by-path links, as udev makes them.
+    let dev = tempfile::tempdir().expect("tempdir");
+    let dri = dev.path().join("dri");
+    std::fs::create_dir_all(dri.join("by-path")).expect("mkdir");
+    for node in ["card1", "renderD128"] {
+        std::fs::write(dri.join(node), "").expect("node");
+    }
+    std::os::unix::fs::symlink("../card1", dri.join("by-path/pci-0000:03:00.0-card"))
+        .expect("link");
+    std::os::unix::fs::symlink("../renderD128", dri.join("by-path/pci-0000:03:00.0-render"))
+        .expect("link");
+    let sysfs = super::BackendConfig::Sysfs("/sys/fs/cgroup".into());
+    let nodes: Vec<String> = super::device_nodes(&sysfs, dev.path())
+        .for_pci("0000:03:00.0")
+        .into_iter()
+        .map(|d| d.host_path)
+        .collect();
+    assert_eq!(nodes, ["/dev/dri/card1", "/dev/dri/renderD128"]);
+    let sim = super::BackendConfig::Sim {
+        profile: Profile::Current,
+        regions: vec![(R0.to_owned(), 16 << 30)],
+    };
+    assert!(
+        super::device_nodes(&sim, dev.path())
+            .for_pci("0000:03:00.0")
+            .is_empty()
+    );
 }

@@ -2,9 +2,9 @@
 //! apply one limit with the read-back the kernel rules demand.
 //!
 //! EDGE helpers (they perform I/O through the trait, but hold no `std::fs`, so they run unchanged against
-//! the simulator). Kernel rules enforced here (`kernel-dmem.md` §10): one region per write, always with a
-//! value; every limit write is read back, because a 6.14–7.2 kernel silently ignores a `dmem.max` below
-//! current usage (§3.3) and reports success.
+//! the simulator). Kernel rules enforced here (`docs/kernel.md` §10): one region per write, always
+//! with a value; every limit write is read back, because a 6.14–7.2 kernel silently ignores a
+//! `dmem.max` below current usage (`docs/kernel.md` §3.3) and reports success.
 
 use std::path::PathBuf;
 

@@ -3,7 +3,7 @@
 //! source, and parse failures the line number and text.
 //!
 //! Boundary definitions (no I/O). `Display` describes this layer only; causes are `#[source]`s
-//! (`style.md` §4).
+//! (`docs/contributing.md` §4).
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -1,14 +1,16 @@
 //! The text formats of the `dmem.*` files: parsing what the kernel prints and formatting what we write.
 //!
-//! CORE: pure functions over strings, no I/O. Read format (`kernel-dmem.md` §1.2): one
+//! CORE: pure functions over strings, no I/O. Read format (`docs/kernel.md` §1.2): one
 //! `"<region> <value>\n"` line per registered region, split at the LAST space, value a decimal or `max`.
-//! Write format (§10): exactly one region per write, `"<region> <bytes>\n"` or `"<region> max\n"`,
-//! never a bare name (a bare name oopses 6.14–6.18 kernels without the stable fix, §2.3).
-//! Parsing never panics on any input; errors carry the 1-based line number and the line text.
+//! Write format (`docs/kernel.md` §10): exactly one region per write, `"<region> <bytes>\n"` or
+//! `"<region> max\n"`, never a bare name (a bare name oopses 6.14–6.18 kernels without the stable
+//! fix, `docs/kernel.md` §2.3). Parsing never panics on any input; errors carry the 1-based line
+//! number and the line text.
 
 use std::fmt;
 
-/// `PAGE_COUNTER_MAX` on 4 KiB-page kernels: stored values at or above it print as `max` (§1.2).
+/// `PAGE_COUNTER_MAX` on 4 KiB-page kernels: stored values at or above it print as `max`
+/// (`docs/kernel.md` §1.2).
 pub const PAGE_COUNTER_MAX_4K: u64 = 2_251_799_813_685_247;
 
 /// `PAGE_COUNTER_MAX` on 64 KiB-page arm64 kernels, the smallest value that can print as `max`.
@@ -81,7 +83,8 @@ pub struct DmemValues {
 }
 
 impl DmemValues {
-    /// The value for `region`; the first line wins if a name repeats, as the kernel's lookup does (§4.1).
+    /// The value for `region`; the first line wins if a name repeats, as the kernel's lookup does
+    /// (`docs/kernel.md` §4.1).
     pub fn get(&self, region: &str) -> Option<DmemValue> {
         self.entries
             .iter()
@@ -110,7 +113,7 @@ impl DmemValues {
 pub struct RegionCapacity {
     /// The region name.
     pub region: String,
-    /// The size the driver registered, in bytes (not enforced by dmem, §1.3).
+    /// The size the driver registered, in bytes (not enforced by dmem, `docs/kernel.md` §1.3).
     pub bytes: u64,
 }
 
@@ -193,7 +196,8 @@ pub fn parse_value(value: &str) -> Option<DmemValue> {
 
 /// Splits a file into `(line number, region, value)`, at the last space of each line.
 fn split_lines(text: &str) -> Result<Vec<(usize, &str, &str)>, ParseError> {
-    // One trailing newline terminates the last line; an empty file means no regions (§1.2).
+    // One trailing newline terminates the last line; an empty file means no regions
+    // (`docs/kernel.md` §1.2).
     let body = text.strip_suffix('\n').unwrap_or(text);
     if body.is_empty() {
         return Ok(Vec::new());
@@ -239,7 +243,8 @@ pub enum FormatError {
     #[error("empty region name")]
     EmptyRegion,
     /// Whitespace would split the name (the kernel splits at the first space or tab) or, with a newline,
-    /// turn one write into several lines (partial application on legacy kernels, §2.3).
+    /// turn one write into several lines (partial application on legacy kernels, `docs/kernel.md`
+    /// §2.3).
     #[error("region name contains whitespace")]
     Whitespace,
     /// Control characters (NUL ends the kernel's C string early) have no place in a region name.

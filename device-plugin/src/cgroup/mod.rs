@@ -3,7 +3,7 @@
 //!
 //! Layer: boundary definitions (no I/O here). The backends are EDGE (`sysfs`, `sim_backend`); the helpers
 //! over `&dyn CgroupFs` (`dmem`, `probe`, `path`) hold no `std::fs` and are testable against the simulator.
-//! Kernel facts are in `kernel-dmem.md`; the boundary rules in `style.md` §3.
+//! Kernel facts are in `docs/kernel.md`; the boundary rules in `docs/contributing.md` §3.
 
 pub mod dmem;
 mod error;
@@ -28,7 +28,7 @@ pub trait CgroupFs: Send + Sync {
     fn read(&self, group: &CgroupPath, file: CgroupFile) -> Result<String, CgroupError>;
 
     /// Writes `value` to `file` in `group` with exactly one `write(2)` call, as the kernel parses each
-    /// call separately (`kernel-dmem.md` §2). A short write is an error.
+    /// call separately (`docs/kernel.md` §2). A short write is an error.
     fn write(&self, group: &CgroupPath, file: CgroupFile, value: &str) -> Result<(), CgroupError>;
 
     /// Names of the child cgroups of `group`, sorted, so scans are deterministic.
@@ -54,7 +54,7 @@ pub enum CgroupFile {
     DmemLow,
     /// `dmem.max`: hard limit.
     DmemMax,
-    /// `dmem.high`: not in any kernel yet (`kernel-dmem.md` §6); used only when a probe finds it.
+    /// `dmem.high`: not in any kernel yet (`docs/kernel.md` §6); used only when a probe finds it.
     DmemHigh,
     /// `cgroup.controllers`: controllers available in this cgroup.
     CgroupControllers,
@@ -105,8 +105,8 @@ impl CgroupFile {
     }
 
     /// Whether backends open this file for writing with `O_NONBLOCK`: lowering `dmem.max` below usage
-    /// makes a blocking writer run the driver's reclaim synchronously on 7.3+ (`kernel-dmem.md` §3.3);
-    /// the agent must not stall on eviction. Older kernels ignore the flag.
+    /// makes a blocking writer run the driver's reclaim synchronously on 7.3+ (`docs/kernel.md`
+    /// §3.3); the agent must not stall on eviction. Older kernels ignore the flag.
     pub const fn writes_nonblocking(self) -> bool {
         matches!(self, CgroupFile::DmemMax)
     }

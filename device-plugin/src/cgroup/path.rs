@@ -1,12 +1,13 @@
-//! Finding a pod's cgroup: the kubelet's naming rules (`kubelet.md` §4) as pure functions, and a bounded
-//! breadth-first scan below the hierarchy root that recognises `pod<UID>` (cgroupfs driver) and
-//! `*-pod<UID_>.slice` (systemd driver) under any cgroup-root prefix, including kind's
+//! Finding a pod's cgroup: the kubelet's naming rules (`docs/kubelet.md` §4) as pure functions, and
+//! a bounded breadth-first scan below the hierarchy root that recognises `pod<UID>` (cgroupfs
+//! driver) and `*-pod<UID_>.slice` (systemd driver) under any cgroup-root prefix, including kind's
 //! `kubelet.slice/kubelet-kubepods.slice/...` and a kind node seen from its host.
 //!
 //! CORE: name matching and the expected-path computation are pure. The scan is a thin loop over
 //! `CgroupFs::children` (no `std::fs`), so the same code runs against a tempdir, FUSE or the simulator.
 //! We scan rather than compute because the layout depends on the driver, `--cgroup-root`, the QoS class
-//! and feature gates (`kubelet.md` §4.6); [`expected_pod_cgroup`] is the fast path to try first.
+//! and feature gates (`docs/kubelet.md` §4.6); [`expected_pod_cgroup`] is the fast path to try
+//! first.
 
 use std::collections::VecDeque;
 
@@ -21,7 +22,7 @@ pub enum CgroupDriver {
     Cgroupfs,
 }
 
-/// A pod's QoS class (decides the parent cgroup, `kubelet.md` §4.1).
+/// A pod's QoS class (decides the parent cgroup, `docs/kubelet.md` §4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QosClass {
     /// Directly under `kubepods`.
@@ -88,7 +89,7 @@ pub fn name_matches_pod(name: &str, uid: &str) -> bool {
 }
 
 /// The pod cgroup the kubelet creates for `driver`, `--cgroup-root` (cgroupfs form, `/` by default), QoS
-/// class and UID (`kubelet.md` §4.1–§4.3): `ToCgroupfs` or `ToSystemd` with `ExpandSlice`.
+/// class and UID (`docs/kubelet.md` §4.1–§4.3): `ToCgroupfs` or `ToSystemd` with `ExpandSlice`.
 pub fn expected_pod_cgroup(
     driver: CgroupDriver,
     cgroup_root: &str,

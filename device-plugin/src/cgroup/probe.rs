@@ -3,8 +3,9 @@
 //! Also the helper that enables `+dmem` top-down along a path.
 //!
 //! `probe` and `enable_dmem_along` are EDGE helpers over `&dyn CgroupFs`; `decide` and `decide_profile`
-//! are CORE (pure functions of an [`Observation`]). Kernel facts: `kernel-dmem.md` §1.1 (which file
-//! exists where and since when), §5 (enabling rules), §6 (`dmem.high` is not merged anywhere yet).
+//! are CORE (pure functions of an [`Observation`]). Kernel facts: `docs/kernel.md` §1.1 (which file
+//! exists where and since when), `docs/kernel.md` §5 (enabling rules), §6 (`dmem.high` is not
+//! merged anywhere yet).
 
 use std::collections::BTreeSet;
 
@@ -31,7 +32,7 @@ pub struct Observation {
     pub regions: Vec<RegionCapacity>,
 }
 
-/// Which dmem kernel behaviour applies (`kernel-dmem.md` §0 version map).
+/// Which dmem kernel behaviour applies (`docs/kernel.md` §0 version map).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelProfile {
     /// No dmem controller (kernel < 6.14, `CONFIG_CGROUP_DMEM` off, or disabled on the command line).
@@ -58,7 +59,8 @@ pub struct Capabilities {
 }
 
 /// CORE: the profile from the files found in a group. Only a non-root group with a dmem css tells:
-/// `dmem.peak` is `CFTYPE_NOT_ON_ROOT` and new in 7.3, `dmem.max` marks the css (§1.1).
+/// `dmem.peak` is `CFTYPE_NOT_ON_ROOT` and new in 7.3, `dmem.max` marks the css (`docs/kernel.md`
+/// §1.1).
 pub fn decide_profile(files: &BTreeSet<CgroupFile>) -> KernelProfile {
     if !files.contains(&CgroupFile::DmemMax) {
         KernelProfile::Undetermined

@@ -6,7 +6,7 @@
 //! real cgroupfs (or the FUSE-mounted simulator) would give them. It applies the same open policy as
 //! `SysfsCgroups` (`dmem.max` non-blocking) and the same open-time checks (ENOENT, EACCES).
 //! For node-logic tests it also records every write and can inject a failure (`fail_next`), so tests
-//! assert on outcomes, not on call order (`style.md` §3).
+//! assert on outcomes, not on call order (`docs/contributing.md` §3).
 
 use std::collections::VecDeque;
 use std::io;
@@ -36,7 +36,8 @@ pub struct RecordedWrite {
 /// Test hooks: injected failures and the write log.
 #[derive(Debug, Default)]
 struct Recorder {
-    faults: Vec<(CgroupFile, i32)>,
+    /// `(cgroup, file, errno)`; no cgroup matches any.
+    faults: Vec<(Option<CgroupPath>, CgroupFile, i32)>,
     writes: VecDeque<RecordedWrite>,
 }
 
@@ -69,7 +70,14 @@ impl SimCgroups {
     /// Makes the next read or write of `file` (in any cgroup) fail with `errno` without reaching the
     /// kernel model. Several calls queue up in order.
     pub fn fail_next(&self, file: CgroupFile, errno: i32) {
-        self.recorder().faults.push((file, errno));
+        self.recorder().faults.push((None, file, errno));
+    }
+
+    /// Like [`Self::fail_next`], for `file` of `group` only.
+    pub fn fail_next_at(&self, group: &CgroupPath, file: CgroupFile, errno: i32) {
+        self.recorder()
+            .faults
+            .push((Some(group.clone()), file, errno));
     }
 
     /// The writes seen so far (the most recent 1024), oldest first.
@@ -83,10 +91,13 @@ impl SimCgroups {
         self.recorder.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn take_fault(&self, file: CgroupFile) -> Option<i32> {
+    fn take_fault(&self, group: &CgroupPath, file: CgroupFile) -> Option<i32> {
         let mut recorder = self.recorder();
-        let i = recorder.faults.iter().position(|(f, _)| *f == file)?;
-        Some(recorder.faults.remove(i).1)
+        let i = recorder
+            .faults
+            .iter()
+            .position(|(g, f, _)| *f == file && g.as_ref().is_none_or(|g| g == group))?;
+        Some(recorder.faults.remove(i).2)
     }
 
     fn record(
@@ -140,7 +151,7 @@ impl SimCgroups {
             data: value.to_owned(),
             source: os_error(raw),
         };
-        if let Some(errno) = self.take_fault(file) {
+        if let Some(errno) = self.take_fault(group, file) {
             return Err(fail(errno));
         }
         // `write_file` starts with the open(2) checks a real writer meets first (ENOENT for a missing
@@ -184,7 +195,7 @@ fn os_error(raw: i32) -> io::Error {
 impl CgroupFs for SimCgroups {
     fn read(&self, group: &CgroupPath, file: CgroupFile) -> Result<String, CgroupError> {
         let path = || file_path(group, file);
-        if let Some(errno) = self.take_fault(file) {
+        if let Some(errno) = self.take_fault(group, file) {
             return Err(CgroupError::Read {
                 path: path(),
                 source: os_error(errno),

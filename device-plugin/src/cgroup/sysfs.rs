@@ -2,8 +2,8 @@
 //! DaemonSet the hostPath mount given as `--cgroup-root`; in tests a tempdir or a FUSE-mounted simulator).
 //!
 //! EDGE: plain file I/O, no decisions. It owns the open flags: `dmem.max` is opened with `O_NONBLOCK` so a
-//! 7.3+ kernel's synchronous driver reclaim does not run in the agent's thread (`kernel-dmem.md` §3.3,
-//! §10.3); older kernels ignore the flag. Each `write` is exactly one `write(2)`.
+//! 7.3+ kernel's synchronous driver reclaim does not run in the agent's thread (`docs/kernel.md`
+//! §3.3 and §10, rule 3); older kernels ignore the flag. Each `write` is exactly one `write(2)`.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};

@@ -6,7 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube_dmem_crds::select::{PodFacts, QuotaRef};
 use kube_dmem_crds::{
-    POD_CONDITION_VRAM_LIMITS_APPLIED, POD_CONDITION_VRAM_PRESSURE, PressureTier,
+    POD_CONDITION_VRAM_ABOVE_HIGH, POD_CONDITION_VRAM_LIMITS_APPLIED, POD_CONDITION_VRAM_PRESSURE,
+    PressureTier,
 };
 
 use super::*;
@@ -27,7 +28,7 @@ fn report(tier: PressureTier, outcome: LimitsOutcome, usage: u64) -> PodReport {
             name: "p".into(),
             uid: "u".into(),
             labels: Default::default(),
-            grant: None,
+            grants: Vec::new(),
         },
         governing: Some(QuotaRef {
             namespace: "ns".into(),
@@ -50,6 +51,7 @@ fn report(tier: PressureTier, outcome: LimitsOutcome, usage: u64) -> PodReport {
             tier,
         }],
         tier,
+        read_failure: None,
     }
 }
 
@@ -62,6 +64,7 @@ fn written(d: &Desired) -> Vec<PodCondition> {
             ..Default::default()
         },
         d.pressure.clone(),
+        d.above_high.clone(),
         d.limits.clone(),
     ]
 }
@@ -116,48 +119,109 @@ fn pressure_transitions_and_transition_times() {
         &[],
         t(0),
     );
-    // (tier, expected status, write wanted, transition time expected, warning)
+    // Each row is evaluated at t(10 * (row + 1)). The transition time moves only when the status
+    // does: AboveHigh at t(20) turns it True; AtMax and Contended keep t(20); Idle at t(50) turns
+    // it False. Usage stays below high, so VRAMAboveHigh never changes here.
+    // (tier, expected status, transition time expected, warning)
     let cases = [
-        (PressureTier::Unprotected, "False", true, t(0), false),
-        (PressureTier::AboveHigh, "True", true, t(10), true),
-        (PressureTier::AtMax, "True", true, t(10), true),
-        (PressureTier::Contended, "True", true, t(10), true),
-        (PressureTier::Idle, "False", true, t(10), false),
+        (PressureTier::Unprotected, "False", t(0), false),
+        (PressureTier::AboveHigh, "True", t(20), true),
+        (PressureTier::AtMax, "True", t(20), true),
+        (PressureTier::Contended, "True", t(20), true),
+        (PressureTier::Idle, "False", t(50), false),
     ];
     let mut current = written(&calm);
-    let mut last_transition = t(0);
-    for (i, (tier, status, write, _, warning)) in cases.iter().enumerate() {
+    for (i, (tier, status, since, warning)) in cases.iter().enumerate() {
         let now = t(10 * (i as i64 + 1));
         let d = desired(
-            &report(*tier, LimitsOutcome::Applied, 3 << 30),
+            &report(*tier, LimitsOutcome::Applied, 1 << 30),
             &current,
             now,
         );
         assert_eq!(d.pressure.status, *status, "{tier}");
         assert_eq!(d.pressure.reason.as_deref(), Some(tier.as_str()));
-        assert_eq!(d.needs_write(), *write, "{tier}");
-        let previous = current
-            .iter()
-            .find(|c| c.type_ == POD_CONDITION_VRAM_PRESSURE)
-            .expect("written");
-        if previous.status != *status {
-            last_transition = now;
-        }
+        assert!(d.needs_write(), "{tier}: the reason changed");
         assert_eq!(
             d.pressure.last_transition_time,
-            Some(Time(last_transition)),
+            Some(Time(*since)),
             "{tier}"
         );
+        assert_eq!(d.transitions.len(), 1, "{tier}: {:?}", d.transitions);
         let tr = &d.transitions[0];
         assert_eq!(
             (tr.condition, tr.warning, tr.had_previous),
             (POD_CONDITION_VRAM_PRESSURE, *warning, true)
         );
-        // The limits condition did not change: no transition for it, its time kept.
-        assert_eq!(d.transitions.len(), 1);
+        // The other conditions did not change: their times are kept.
         assert_eq!(d.limits.last_transition_time, Some(Time(t(0))));
+        assert_eq!(d.above_high.last_transition_time, Some(Time(t(0))));
         current = written(&d);
     }
+}
+
+#[test]
+fn above_high_time_is_when_usage_crossed_high_whatever_the_tier_did() {
+    const G: u64 = 1 << 30;
+    // (at, tier, usage; high is 2 GiB) -> (VRAMAboveHigh status, its transition time)
+    let steps = [
+        (0, PressureTier::Contended, G, "False", 0),
+        (10, PressureTier::Contended, G, "False", 0),
+        (20, PressureTier::AboveHigh, 3 * G, "True", 20),
+        (30, PressureTier::AtMax, 4 * G, "True", 20),
+        (40, PressureTier::Contended, 3 * G, "True", 20),
+        (50, PressureTier::Contended, G, "False", 50),
+    ];
+    let mut current = Vec::new();
+    for (at, tier, usage, status, since) in steps {
+        let d = desired(
+            &report(tier, LimitsOutcome::Applied, usage),
+            &current,
+            t(at),
+        );
+        assert_eq!(d.above_high.type_, POD_CONDITION_VRAM_ABOVE_HIGH);
+        assert_eq!(d.above_high.status, status, "at {at}");
+        assert_eq!(
+            d.above_high.last_transition_time,
+            Some(Time(t(since))),
+            "at {at}"
+        );
+        // VRAMPressure has been True since t(0) throughout: it cannot tell when high was crossed.
+        assert_eq!(d.pressure.status, "True");
+        assert_eq!(d.pressure.last_transition_time, Some(Time(t(0))));
+        // Crossing high is told by the VRAMPressure event, not by one of its own.
+        assert!(
+            d.transitions
+                .iter()
+                .filter(|tr| tr.condition == POD_CONDITION_VRAM_ABOVE_HIGH)
+                .all(|tr| !tr.wants_event())
+        );
+        current = written(&d);
+    }
+}
+
+#[test]
+fn unreadable_kernel_files_make_pressure_unknown_not_false() {
+    let calm = desired(
+        &report(PressureTier::AboveHigh, LimitsOutcome::Applied, 3 << 30),
+        &[],
+        t(0),
+    );
+    let mut failing = report(PressureTier::Idle, LimitsOutcome::Applied, 0);
+    failing.read_failure = Some("reading /sys/fs/cgroup/p/dmem.current: EIO".into());
+    let d = desired(&failing, &written(&calm), t(10));
+    for c in [&d.pressure, &d.above_high] {
+        assert_eq!(c.status, "Unknown", "{}", c.type_);
+        assert_eq!(c.reason.as_deref(), Some("KernelReadError"));
+        assert!(
+            c.message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("dmem.current: EIO")
+        );
+    }
+    let events: Vec<_> = d.transitions.iter().filter(|t| t.wants_event()).collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].warning);
 }
 
 #[test]
@@ -206,6 +270,41 @@ fn limits_outcomes_map_to_status_reason_and_message() {
             "WriteFailed",
             "ENODEV",
         ),
+        (
+            LimitsOutcome::ReadFailed {
+                reason: "DmemParseError",
+                message: "parsing /sys/fs/cgroup/p/dmem.max: line 2: no value".into(),
+            },
+            "Unknown",
+            "KernelReadError",
+            "line 2: no value; the pod's limits are left as they are",
+        ),
+        (
+            LimitsOutcome::QuotaInvalid {
+                quota: QuotaRef {
+                    namespace: "ns".into(),
+                    name: "q".into(),
+                },
+                error: "high above max".into(),
+                last_valid_in_force: true,
+            },
+            "True",
+            "QuotaInvalid",
+            "its last valid spec stays in force",
+        ),
+        (
+            LimitsOutcome::QuotaInvalid {
+                quota: QuotaRef {
+                    namespace: "ns".into(),
+                    name: "q".into(),
+                },
+                error: "spec: missing".into(),
+                last_valid_in_force: false,
+            },
+            "Unknown",
+            "QuotaInvalid",
+            "left as they are",
+        ),
     ];
     for (outcome, status, reason, message) in cases {
         let d = desired(&report(PressureTier::Idle, outcome.clone(), 0), &[], t(0));
@@ -218,7 +317,11 @@ fn limits_outcomes_map_to_status_reason_and_message() {
             .iter()
             .find(|tr| tr.condition == POD_CONDITION_VRAM_LIMITS_APPLIED)
             .expect("first report is a transition");
-        assert_eq!(tr.warning, status == "False");
+        assert_eq!(
+            tr.warning,
+            !matches!(reason, "Applied" | "NotGoverned"),
+            "{reason}"
+        );
     }
 }
 

@@ -17,14 +17,14 @@ fn quota(name: &str, priority: i32, limits: serde_json::Value) -> QuotaFacts {
     QuotaFacts::from_quota(&q).expect("quota fixture passes validation")
 }
 
-fn pod(uid: &str, team: &str, grant: Option<Grant>) -> ObservedPod {
+fn pod(uid: &str, team: &str, grants: Vec<Grant>) -> ObservedPod {
     ObservedPod {
         facts: PodFacts {
             namespace: "ml".into(),
             name: format!("pod-{uid}"),
             uid: uid.into(),
             labels: [("team".to_owned(), team.to_owned())].into_iter().collect(),
-            grant,
+            grants,
         },
         cgroup: Some(CgroupPath::new(&format!("/kubepods/pod{uid}")).expect("valid path")),
         in_force: BTreeMap::new(),
@@ -48,7 +48,7 @@ fn a_governed_pod_gets_max_then_emulated_high_as_low() {
         serde_json::json!([{"region": "drm/*/vram*", "max": "4Gi", "high": "3Gi", "low": "1Gi"}]),
     );
     let plan = plan(
-        &[pod("u1", "a", None)],
+        &[pod("u1", "a", vec![])],
         &[q],
         &[R0, R1],
         HighSupport::Emulated,
@@ -73,7 +73,7 @@ fn native_high_is_written_to_its_own_file() {
         0,
         serde_json::json!([{"region": R0, "high": "3Gi", "low": "1Gi"}]),
     );
-    let plan = plan(&[pod("u1", "a", None)], &[q], &[R0], HighSupport::Native);
+    let plan = plan(&[pod("u1", "a", vec![])], &[q], &[R0], HighSupport::Native);
     assert_eq!(
         plan.pods[0].writes,
         vec![
@@ -86,7 +86,7 @@ fn native_high_is_written_to_its_own_file() {
 #[test]
 fn values_in_force_are_not_written_again() {
     let q = quota("q", 0, serde_json::json!([{"region": R0, "max": "4Gi"}]));
-    let mut p = pod("u1", "a", None);
+    let mut p = pod("u1", "a", vec![]);
     p.in_force.insert(
         R0.into(),
         InForce {
@@ -100,7 +100,7 @@ fn values_in_force_are_not_written_again() {
 
 #[test]
 fn an_ungoverned_pod_is_reset_to_defaults() {
-    let mut p = pod("u1", "b", None);
+    let mut p = pod("u1", "b", vec![]);
     p.in_force.insert(
         R0.into(),
         InForce {
@@ -128,7 +128,7 @@ fn a_grant_caps_max_even_without_a_quota() {
         bytes: 2 * G,
     };
     let plan = plan(
-        &[pod("u1", "b", Some(grant))],
+        &[pod("u1", "b", vec![grant])],
         &[],
         &[R0, R1],
         HighSupport::Emulated,
@@ -145,6 +145,34 @@ fn a_grant_caps_max_even_without_a_quota() {
 }
 
 #[test]
+fn every_region_a_pod_holds_units_on_gets_its_max() {
+    // Two containers, each granted units of a different region (PodResources lists both).
+    let grants = vec![
+        Grant {
+            region: R0.into(),
+            bytes: G,
+        },
+        Grant {
+            region: R1.into(),
+            bytes: 3 * G,
+        },
+    ];
+    let plan = plan(
+        &[pod("u1", "b", grants)],
+        &[],
+        &[R0, R1],
+        HighSupport::Emulated,
+    );
+    assert_eq!(
+        plan.pods[0].writes,
+        vec![
+            write("u1", CgroupFile::DmemMax, R0, DmemValue::Bytes(G)),
+            write("u1", CgroupFile::DmemMax, R1, DmemValue::Bytes(3 * G)),
+        ]
+    );
+}
+
+#[test]
 fn a_quota_cannot_raise_a_pod_above_its_grant() {
     let q = quota("q", 0, serde_json::json!([{"region": "*", "max": "8Gi"}]));
     let grant = Grant {
@@ -152,7 +180,7 @@ fn a_quota_cannot_raise_a_pod_above_its_grant() {
         bytes: 2 * G,
     };
     let plan = plan(
-        &[pod("u1", "a", Some(grant))],
+        &[pod("u1", "a", vec![grant])],
         &[q],
         &[R0],
         HighSupport::Emulated,
@@ -171,7 +199,7 @@ fn a_quota_cannot_raise_a_pod_above_its_grant() {
 #[test]
 fn a_pod_without_a_cgroup_gets_desired_values_but_no_writes() {
     let q = quota("q", 0, serde_json::json!([{"region": R0, "max": "4Gi"}]));
-    let mut p = pod("u1", "a", None);
+    let mut p = pod("u1", "a", vec![]);
     p.cgroup = None;
     let plan = plan(&[p], &[q], &[R0], HighSupport::Emulated);
     assert!(plan.pods[0].writes.is_empty());
@@ -183,7 +211,7 @@ fn the_higher_priority_quota_decides() {
     let low = quota("low", 0, serde_json::json!([{"region": R0, "max": "1Gi"}]));
     let high = quota("high", 5, serde_json::json!([{"region": R0, "max": "6Gi"}]));
     let plan = plan(
-        &[pod("u1", "a", None)],
+        &[pod("u1", "a", vec![])],
         &[low, high],
         &[R0],
         HighSupport::Emulated,

@@ -3,9 +3,9 @@
 //! A pod's VRAM limit is set per region, so every container's units must come from ONE region. The
 //! preference packs a request onto the region with the fewest free units that still fits (best fit,
 //! which keeps large regions whole for large requests); the kubelet treats the preference only as a
-//! hint and may still pick units across regions (`kubelet.md` §3.3), which `Allocate` then refuses
-//! with [`AllocateError::SplitAcrossRegions`], so the pod fails admission instead of running with a
-//! limit that cannot be expressed.
+//! hint and may still pick units across regions (`docs/kubelet.md` §3.3), which `Allocate` then
+//! refuses with [`AllocateError::SplitAcrossRegions`], so the pod fails admission instead of
+//! running with a limit that cannot be expressed.
 
 use std::collections::{BTreeMap, BTreeSet};
 

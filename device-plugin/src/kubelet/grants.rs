@@ -1,9 +1,10 @@
 //! CORE: which pod holds how much VRAM in which region, from a PodResources `List` joined with the
 //! pods the agent knows from the API server.
 //!
-//! PodResources names pods only by namespace and name, never by UID (`kubelet.md` §2.2), but limits
-//! go to the cgroup `pod<UID>`. A name can be reused (a StatefulSet pod deleted and recreated, or a
-//! force-deleted pod whose containers still run), so a name alone may point at the wrong instance.
+//! PodResources names pods only by namespace and name, never by UID (`docs/kubelet.md` §2.2), but
+//! limits go to the cgroup `pod<UID>`. A name can be reused (a StatefulSet pod deleted and
+//! recreated, or a force-deleted pod whose containers still run), so a name alone may point at the
+//! wrong instance.
 //!
 //! # The same-name guard
 //!

@@ -17,7 +17,8 @@ pub use super::device_id::{DeviceId, RegionKey, ResolveError};
 use super::proto::v1beta1::{Device, ListAndWatchResponse};
 use super::proto::{HEALTHY, UNHEALTHY};
 
-/// Default size of one VRAM unit: 1 GiB, coarse enough to keep device lists small (`kubelet.md` §3.8).
+/// Default size of one VRAM unit: 1 GiB, coarse enough to keep device lists small
+/// (`docs/kubelet.md` §3.8).
 pub const DEFAULT_UNIT_BYTES: NonZeroU64 = NonZeroU64::new(1 << 30).expect("1 GiB is not zero");
 
 /// Most devices one inventory may list: keeps a `ListAndWatchResponse` (about 30 bytes per device)

@@ -2,7 +2,7 @@
 //! `kube-dmem.io/vram`), its registration and socket lifecycle, and the PodResources client.
 //!
 //! Layer: EDGE overall; the decisions live in the CORE submodules `inventory`, `allocate` and
-//! `grants`, which take values and return values. Kubelet facts are in `kubelet.md` §1–§3, §7.
+//! `grants`, which take values and return values. Kubelet facts are in `docs/kubelet.md` §1–§3, §7.
 
 pub mod allocate;
 pub mod device_id;

@@ -153,7 +153,7 @@ impl DevicePluginService {
 /// Sends the full device list now and after every change, until the client goes away or `stop`.
 ///
 /// If the inventory's sender is dropped the stream stays open with the last list: ending it would
-/// make the kubelet mark every unit unhealthy (`kubelet.md` §3.2).
+/// make the kubelet mark every unit unhealthy (`docs/kubelet.md` §3.2).
 async fn forward_inventory(
     mut inventory: watch::Receiver<Inventory>,
     tx: mpsc::Sender<Result<ListAndWatchResponse, Status>>,

@@ -1,5 +1,5 @@
-//! EDGE: keeps the device plugin registered with the kubelet (`kubelet.md` §3.1, §3.6): runs one
-//! `Session` (module `session`) after another until stopped.
+//! EDGE: keeps the device plugin registered with the kubelet (`docs/kubelet.md` §3.1, §3.6): runs
+//! one `Session` (module `session`) after another until stopped.
 //!
 //! A session that fails before it is registered is retried after a capped exponential backoff; a
 //! registered session ends when the kubelet restarts (its socket vanished or `kubelet.sock` was

@@ -1,4 +1,4 @@
-//! EDGE: one plugin socket and its registration (`kubelet.md` §3.1, §3.6).
+//! EDGE: one plugin socket and its registration (`docs/kubelet.md` §3.1, §3.6).
 //!
 //! A session binds `<dir>/kube-dmem-<unix-ms>.sock`, serves the device plugin on it, dials it itself
 //! to check it answers (the kubelet requires serving before `Register`), then calls

@@ -1,6 +1,6 @@
 //! EDGE: gRPC over Unix domain sockets, the only transport the kubelet speaks to plugins.
 //!
-//! Clients use tonic's native `unix://` endpoints (`kubelet.md` §7.4); servers take a bound
+//! Clients use tonic's native `unix://` endpoints (`docs/kubelet.md` §7.4); servers take a bound
 //! `UnixListener`. Both the plugin and the test double go through these two functions.
 
 use std::io;

@@ -3,7 +3,7 @@
 //!
 //! EDGE: translates FUSE requests into `SimKernel` calls and the simulator's errnos back, unchanged, so a
 //! writer sees EINVAL, EAGAIN, ENOENT, EACCES, EBUSY exactly as from the kernel. Behaviour that matters
-//! (`kernel-dmem.md` Appendix): files report size 0 and are opened with `FOPEN_DIRECT_IO`, so every read
+//! (`docs/testing.md` §4): files report size 0 and are opened with `FOPEN_DIRECT_IO`, so every read
 //! reaches us; reads are served by offset; each `write(2)` is one request and one simulator write,
 //! offset ignored as kernfs does; `O_NONBLOCK` of the writer's file reaches the simulator as `nonblock`;
 //! `setattr` (the `O_TRUNC` of a shell's `>`) succeeds without changing anything.

@@ -1,10 +1,10 @@
 //! The dmem simulator as a mounted filesystem (FUSE, `fuser` 0.18 without libfuse), so the real
 //! `SysfsCgroups` backend, a shell or any other program can be tested against the kernel model of
-//! `kernel-dmem.md` §8 through genuine `open`/`read`/`write(2)` calls.
+//! `docs/kernel.md` §8 through genuine `open`/`read`/`write(2)` calls.
 //!
 //! EDGE. `mount` starts a background FUSE session; the returned [`SimFsMount`] unmounts on drop (also
 //! during a panic), falling back to a lazy detach if the mount is busy, so tests never leave mounts
-//! behind. Mount options follow the Appendix of `kernel-dmem.md`: `default_permissions` and
+//! behind. Mount options follow `docs/testing.md` §4: `default_permissions` and
 //! `allow_other`, so other users can read (0644/0444) but not write.
 
 mod fs;

@@ -125,7 +125,7 @@ impl Inputs {
     pub fn pod_facts(&self) -> Vec<PodFacts> {
         self.pods
             .iter()
-            .map(|pod| PodFacts::from_pod(pod, None))
+            .map(|pod| PodFacts::from_pod(pod, Vec::new()))
             .collect()
     }
 }

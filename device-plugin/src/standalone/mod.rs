@@ -28,7 +28,7 @@ use sim_node::{SimNode, SimNodeError};
 pub const EMBEDDED_EXAMPLE: &str = include_str!("../../examples/standalone.yaml");
 
 /// The regions of the example node when none are given: an xe card and an amdgpu card, named as
-/// their drivers name them (`kernel-dmem.md` §4.1).
+/// their drivers name them (`docs/kernel.md` §4.1).
 pub const DEFAULT_REGIONS: [(&str, u64); 2] = [
     ("drm/0000:03:00.0/vram0", 16 << 30),
     ("drm/0000:0a:00.0/vram", 24 << 30),

@@ -1,7 +1,7 @@
 //! The parts of a GPU node that the standalone mode simulates around the agent: the kubelet
-//! (pod cgroups in the systemd driver's layout, `kubelet.md` §4.3, with `dmem` enabled top-down as
-//! runc does, `kernel-dmem.md` §5) and the workloads (buffer objects allocated through the
-//! simulated driver, with the kernel's charging and eviction).
+//! (pod cgroups in the systemd driver's layout, `docs/kubelet.md` §4.3, with `dmem` enabled
+//! top-down as runc does, `docs/kernel.md` §5) and the workloads (buffer objects allocated through
+//! the simulated driver, with the kernel's charging and eviction).
 //!
 //! EDGE: drives the simulator directly, as the kernel's other users would; the agent itself only
 //! ever sees the `CgroupFs` interface.
@@ -197,7 +197,8 @@ fn mkdir_with_dmem(k: &mut SimKernel, path: &str) -> Result<(), SimNodeError> {
     Ok(())
 }
 
-/// The pod's QoS class: the recorded one, else computed as the kubelet does (`kubelet.md` §4.2).
+/// The pod's QoS class: the recorded one, else computed as the kubelet does (`docs/kubelet.md`
+/// §4.2).
 fn qos(pod: &Pod) -> QosClass {
     let recorded = pod.status.as_ref().and_then(|s| s.qos_class.as_deref());
     match recorded {

@@ -50,7 +50,7 @@ pub fn render(report: &RoundReport, round: u64) -> String {
 
 /// Why LOW and the kernel's `dmem.low` differ: the kernel has no `dmem.high` yet.
 const EMULATION_NOTE: &str = "LOW is the declared protection; with HIGH set the kernel holds \
-dmem.low = HIGH, so memory above HIGH is evicted first (kernel-dmem.md §7).\n";
+dmem.low = HIGH, so memory above HIGH is evicted first (docs/kernel.md §7).\n";
 
 /// A region is shown for a pod when the pod uses it or has a limit in it.
 fn is_interesting(r: &RegionReport) -> bool {

@@ -161,7 +161,7 @@ fn current_kernels_apply_a_max_below_usage_without_blocking_the_agent() {
     let trainer = pod(&report, "trainer-1");
     assert_eq!(trainer.outcome, LimitsOutcome::Applied);
     // The agent writes dmem.max with O_NONBLOCK, so the kernel does not reclaim in its thread
-    // (kernel-dmem.md §3.3): usage stays above the new max and the pod can allocate nothing more.
+    // (docs/kernel.md §3.3): usage stays above the new max and the pod can allocate nothing more.
     assert_eq!(usage(trainer, R0), 10 * G);
     assert_eq!(trainer.tier, PressureTier::AtMax);
 }
@@ -256,7 +256,7 @@ metadata:
 spec: {containers: [{name: c, image: x}]}
 "#;
 
-/// The point of emulating `high` with `dmem.low` (kernel-dmem.md §7): on a full device the kernel
+/// The point of emulating `high` with `dmem.low` (docs/kernel.md §7): on a full device the kernel
 /// evicts the pod above its `high` before a pod within it, even when the latter's buffers are the
 /// least recently used. On a legacy kernel that only holds because the agent also protects the
 /// pods' ancestors: without it every effective low is 0 and the oldest buffers go first.

@@ -1,4 +1,4 @@
-//! Shared fixtures for the kernel-edge tests: the same `kernel-dmem.md` §9 setup behind two
+//! Shared fixtures for the kernel-edge tests: the same `docs/kernel.md` §9 setup behind two
 //! environments, the in-process `SimCgroups` backend and the real `SysfsCgroups` backend over the
 //! FUSE-mounted simulator, plus a timeout guard so a stuck FUSE request fails a test instead of hanging.
 #![allow(dead_code)]
@@ -183,7 +183,7 @@ pub fn env(kind: Kind, kernel: SimKernel) -> Box<dyn Env> {
     }
 }
 
-/// Setup S of `kernel-dmem.md` §9 in a fresh environment of `kind`.
+/// Setup S of `docs/kernel.md` §9 in a fresh environment of `kind`.
 pub fn setup_s(kind: Kind, profile: Profile) -> Box<dyn Env> {
     let env = env(kind, kernel(profile));
     apply_setup_s(&*env);

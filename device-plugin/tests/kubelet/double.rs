@@ -1,8 +1,9 @@
 //! A kubelet test double built from the same protos, behaving like the kubelet's device manager in
-//! `kubelet.md` §3: it serves `Registration` on `<dir>/kubelet.sock`; inside `Register` it checks the
-//! version and resource name, dials the plugin's socket back (10 s), calls `GetDevicePluginOptions`,
-//! then (in a task, as the kubelet does) runs `ListAndWatch` and records every message. It can call
-//! the plugin's other RPCs, simulate a kubelet restart, and serve PodResources `List` from a table.
+//! `docs/kubelet.md` §3: it serves `Registration` on `<dir>/kubelet.sock`; inside `Register` it
+//! checks the version and resource name, dials the plugin's socket back (10 s), calls
+//! `GetDevicePluginOptions`, then (in a task, as the kubelet does) runs `ListAndWatch` and records
+//! every message. It can call the plugin's other RPCs, simulate a kubelet restart, and serve
+//! PodResources `List` from a table.
 
 use std::os::unix::fs::FileTypeExt as _;
 use std::path::{Path, PathBuf};

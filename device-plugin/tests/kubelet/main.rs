@@ -1,5 +1,5 @@
-//! Adapter tests (style.md §8 tier 3): the real plugin, registrar and PodResources client over Unix
-//! sockets in a tempdir, against the kubelet test double in `double.rs`.
+//! Adapter tests (docs/contributing.md §8, tier 3): the real plugin, registrar and PodResources
+//! client over Unix sockets in a tempdir, against the kubelet test double in `double.rs`.
 
 // Test support code outside `#[test]` fns: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]

@@ -325,6 +325,29 @@ fn eviction_waits_for_the_grace_period() {
 }
 
 #[test]
+fn the_grace_period_starts_when_the_pod_crossed_high_not_when_pressure_began() {
+    // Contended (VRAMPressure=True) since t=0; crossed high at t=3600. VRAMPressure stays True
+    // across the tier change, so its transition time is still 0: the clock must be VRAMAboveHigh's.
+    let pod = TestPod::new("ns", "p")
+        .pressure(true, "AboveHigh", 0)
+        .above_high(3600);
+    let obs = observed(&[evicting(10)], &[pod], &[VRAM0]);
+    let early = decide(&obs, &state(), ts(3601));
+    assert!(
+        early.evictions.is_empty(),
+        "evicted 1 s after crossing high"
+    );
+    assert_eq!(early.wake_at, Some(ts(3600 + 300)));
+    let due = decide(&obs, &state(), ts(3900));
+    assert_eq!(names(&due), ["p"]);
+    assert_eq!(due.evictions[0].above_high_since, ts(3600));
+    // Pressured for another reason only: never a candidate, however long.
+    let contended = TestPod::new("ns", "p").pressure(true, "Contended", 0);
+    let obs = observed(&[evicting(10)], &[contended], &[VRAM0]);
+    assert!(decide(&obs, &state(), ts(100_000)).evictions.is_empty());
+}
+
+#[test]
 fn only_pods_above_high_are_evicted_and_only_with_action_evict() {
     let long_ago = 0;
     let now = ts(100_000);

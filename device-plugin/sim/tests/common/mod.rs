@@ -1,4 +1,4 @@
-//! Shared fixtures for the integration tests: the `kernel-dmem.md` §9 setup S and small helpers.
+//! Shared fixtures for the integration tests: the `docs/kernel.md` §9 setup S and small helpers.
 #![allow(dead_code)]
 
 use kube_dmem_sim::{Errno, Profile, SimConfig, SimError, SimKernel};
@@ -28,7 +28,7 @@ pub fn kernel(profile: Profile) -> SimKernel {
     k
 }
 
-/// Setup S of §9: R0, R1; `/` and `/k` with `+dmem`; `/k/a`, `/k/b` with tasks.
+/// Setup S of `docs/kernel.md` §9: R0, R1; `/` and `/k` with `+dmem`; `/k/a`, `/k/b` with tasks.
 pub fn setup(profile: Profile) -> SimKernel {
     let mut k = kernel(profile);
     k.register_region(R0, R0_SIZE, true);

@@ -1,4 +1,4 @@
-//! Table tests for every path row of `kubelet.md` §4.3–§4.5, and scans over tempdir trees.
+//! Table tests for every path row of `docs/kubelet.md` §4.3–§4.5, and scans over tempdir trees.
 
 use std::fs;
 
@@ -14,7 +14,7 @@ fn pod_uid(i: usize) -> String {
 
 /// `(driver, --cgroup-root, QoS, pod cgroup with <UID> / <UID_> placeholders)`.
 const ROWS: &[(CgroupDriver, &str, QosClass, &str)] = &[
-    // §4.3, default --cgroup-root=/
+    // `docs/kubelet.md` §4.3, default --cgroup-root=/
     (
         Systemd,
         "/",
@@ -36,7 +36,7 @@ const ROWS: &[(CgroupDriver, &str, QosClass, &str)] = &[
     (Cgroupfs, "/", Guaranteed, "/kubepods/pod<UID>"),
     (Cgroupfs, "/", Burstable, "/kubepods/burstable/pod<UID>"),
     (Cgroupfs, "/", BestEffort, "/kubepods/besteffort/pod<UID>"),
-    // §4.3, --cgroup-root=/foo
+    // `docs/kubelet.md` §4.3, --cgroup-root=/foo
     (
         Cgroupfs,
         "/foo",
@@ -49,7 +49,7 @@ const ROWS: &[(CgroupDriver, &str, QosClass, &str)] = &[
         Burstable,
         "/foo.slice/foo-kubepods.slice/foo-kubepods-burstable.slice/foo-kubepods-burstable-pod<UID_>.slice",
     ),
-    // §4.5, kind: systemd driver, cgroupRoot /kubelet
+    // `docs/kubelet.md` §4.5, kind: systemd driver, cgroupRoot /kubelet
     (
         Systemd,
         "/kubelet",
