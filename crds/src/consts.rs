@@ -66,7 +66,8 @@ pub const REASON_KERNEL_READ_ERROR: &str = "KernelReadError";
 pub const REASON_ABOVE_HIGH: &str = "AboveHigh";
 /// `VRAMAboveHigh=False`: usage is at or below `high` in every region (or no `high` is set).
 pub const REASON_WITHIN_HIGH: &str = "WithinHigh";
-/// `VRAMLimitsApplied=False`: no quota governs the pod and it holds no VRAM units.
+/// `VRAMLimitsApplied=True`: no quota governs the pod and it holds no VRAM units, so the kernel
+/// defaults are what should be in force, and are.
 pub const REASON_NOT_GOVERNED: &str = "NotGoverned";
 
 /// Event reason: the operator evicted a pod that stayed above `high` for longer than the grace period.

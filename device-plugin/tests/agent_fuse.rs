@@ -151,7 +151,9 @@ fn a_new_pod_cgroup_is_limited_before_its_first_charge() {
                 notify.clone(),
                 stop.clone(),
             ));
-            tokio::time::sleep(cgroup_watch::SCAN_INTERVAL * 2).await;
+            tokio::time::timeout(Duration::from_secs(2), notify.baseline_taken())
+                .await
+                .expect("the scan takes its first look within 2 s");
             add_pod_cgroup(&env);
             tokio::time::timeout(Duration::from_secs(2), notify.appeared())
                 .await

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use kube_dmem_device_plugin::admin::Health;
 use kube_dmem_device_plugin::agent::backend::Backend;
 use kube_dmem_device_plugin::agent::cgroup_watch;
 use kube_dmem_device_plugin::agent::drive::{Loop, ObjectSource, drive};
-use kube_dmem_device_plugin::agent::prestart::{AgentPreStart, RoundRequest};
+use kube_dmem_device_plugin::agent::prestart::{AgentPreStart, RETRY, RoundRequest};
 use kube_dmem_device_plugin::agent::state::Agent;
 use kube_dmem_device_plugin::cgroup::path::{CgroupDriver, QosClass, expected_pod_cgroup};
 use kube_dmem_device_plugin::cgroup::{CgroupPath, SimCgroups};
@@ -50,6 +51,9 @@ const HIGH: u64 = 2 * GIB;
 const UID: &str = "00000000-0000-4000-8000-000000000001";
 const NS: &str = "ml";
 const NAME: &str = "train";
+/// The hook's retry budget in these tests: long enough for several retries, short enough that
+/// a test that waits for it out stays fast (the production budget is PRE_START_TIMEOUT).
+const BUDGET: Duration = Duration::from_millis(1200);
 
 /// PodResources `List` served from a table.
 #[derive(Clone, Default)]
@@ -175,6 +179,8 @@ fn held_by_pod(ids: &[String]) -> PodResources {
 struct Node {
     fs: SimCgroups,
     hook: AgentPreStart,
+    /// Rounds the hook has asked the loop for.
+    attempts: Arc<AtomicUsize>,
     rounds: mpsc::Sender<RoundRequest>,
     stop: CancellationToken,
     agent_loop: tokio::task::JoinHandle<()>,
@@ -231,9 +237,22 @@ impl Node {
         let kubelet = PodResourcesDouble::start(&socket, stop.clone());
         kubelet.set(vec![held_by_pod(&device_ids())]);
         let client = PodResourcesClient::new(&socket).with_timeout(Duration::from_secs(10));
+        // The hook's requests pass through a counter on their way to the loop.
+        let (hook_tx, mut hook_rx) = mpsc::channel::<RoundRequest>(16);
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let forward = (rounds_tx.clone(), Arc::clone(&attempts));
+        tokio::spawn(async move {
+            while let Some(request) = hook_rx.recv().await {
+                forward.1.fetch_add(1, Ordering::SeqCst);
+                if forward.0.send(request).await.is_err() {
+                    return;
+                }
+            }
+        });
         Self {
             fs,
-            hook: AgentPreStart::new(client, rounds_tx.clone()),
+            hook: AgentPreStart::new(client, hook_tx).with_budget(BUDGET),
+            attempts,
             rounds: rounds_tx,
             stop,
             agent_loop,
@@ -306,6 +325,7 @@ async fn missing_pod_cgroup_is_refused_with_cgroup_not_found() {
         .pre_start(device_ids())
         .await
         .expect_err("no cgroup, no start");
+    let elapsed = started.elapsed();
     match &err {
         PreStartError::LimitsNotApplied { pod, reason, .. } => {
             assert_eq!(pod, &format!("{NS}/{NAME}"));
@@ -314,8 +334,18 @@ async fn missing_pod_cgroup_is_refused_with_cgroup_not_found() {
         other => panic!("expected LimitsNotApplied(CgroupNotFound), got {other:?}"),
     }
     assert_eq!(err.reason(), kube_dmem_crds::REASON_CGROUP_NOT_FOUND);
-    // Retried until the hook's deadline, below the kubelet's 30 s.
-    assert!(started.elapsed() < Duration::from_secs(30));
+    // Retried every RETRY until the budget ran out, then refused (not sooner, not much later).
+    assert!(elapsed >= BUDGET - RETRY, "gave up after {elapsed:?}");
+    assert!(
+        elapsed < BUDGET + Duration::from_secs(2),
+        "took {elapsed:?}"
+    );
+    let attempts = node.attempts.load(Ordering::SeqCst);
+    let most = (BUDGET.as_millis() / RETRY.as_millis()) as usize + 1;
+    assert!(
+        (3..=most).contains(&attempts),
+        "{attempts} rounds asked for"
+    );
     node.stop().await;
 }
 

@@ -14,7 +14,7 @@ use kube_dmem_e2e::ctx::{TestCtx, run};
 use kube_dmem_e2e::env::{AGENT_SA, NODES, RELEASE_NAMESPACE};
 use kube_dmem_e2e::fixtures::{apply_pressure, condition, get_pod, running_pod};
 use kube_dmem_e2e::kubectl::Kubectl;
-use kube_dmem_e2e::poll::eventually;
+use kube_dmem_e2e::poll::{Sampler, eventually};
 use kube_dmem_e2e::token;
 
 const REGION: &str = "drm/0000:03:00.0/vram0";
@@ -55,6 +55,29 @@ fn wait_file(cgroup: &std::path::Path, file: &str, want: &str, within: Duration)
             anyhow::bail!("{file} for {REGION} is {now:?}")
         }
     })
+}
+
+/// Samples the pod cgroup's `dmem.max` for [`REGION`] throughout what follows.
+fn max_sampler(cgroup: &std::path::Path) -> Sampler<String> {
+    let cgroup = cgroup.to_owned();
+    Sampler::start(
+        move || Ok(SimFs::read(&cgroup, "dmem.max", REGION)?.unwrap_or_else(|| "absent".into())),
+        |err| format!("unreadable: {err:#}"),
+    )
+}
+
+/// Every sample was one of `allowed` (in bytes): the limit never lapsed, not even for a moment.
+fn only_these_limits(sampler: Sampler<String>, allowed: &[i64]) -> Result<()> {
+    let samples = sampler.finish()?;
+    let allowed: Vec<String> = allowed.iter().map(i64::to_string).collect();
+    ensure!(samples.len() > 10, "only {} samples", samples.len());
+    if let Some(bad) = samples.iter().find(|s| !allowed.contains(s)) {
+        anyhow::bail!(
+            "dmem.max was {bad} at some point (allowed: {allowed:?}; {} samples)",
+            samples.len()
+        );
+    }
+    Ok(())
 }
 
 fn pressure(ctx: &TestCtx, pod: &str) -> Result<Option<(String, String)>> {
@@ -212,6 +235,7 @@ fn a_restarted_agent_loses_no_limits() {
         let cg = pod_with_cgroup(ctx, &sim, "p", NODES[0])?;
         ctx.kubectl.apply(&quota(ctx, "8Gi", "6Gi"))?;
         wait_file(&cg, "dmem.max", &(8 * GI).to_string(), APPLY)?;
+        let sampler = max_sampler(&cg);
 
         agent.proc.kill();
         // The kernel keeps the limit while no agent runs.
@@ -228,6 +252,7 @@ fn a_restarted_agent_loses_no_limits() {
             &(6 * GI).to_string(),
             Duration::from_secs(10),
         )?;
+        only_these_limits(sampler, &[8 * GI, 6 * GI])?;
         Ok(())
     });
 }
@@ -240,6 +265,7 @@ fn an_agent_keeps_enforcing_through_an_api_server_restart() {
         let cg = pod_with_cgroup(ctx, &sim, "p", NODES[0])?;
         ctx.kubectl.apply(&quota(ctx, "8Gi", "4Gi"))?;
         wait_file(&cg, "dmem.max", &(8 * GI).to_string(), APPLY)?;
+        let sampler = max_sampler(&cg);
 
         kube_dmem_e2e::apiserver::restart(|| {
             // With the API away the workload crosses high; the agent must stay up, and the limit
@@ -270,6 +296,7 @@ fn an_agent_keeps_enforcing_through_an_api_server_restart() {
             &(7 * GI).to_string(),
             Duration::from_secs(30),
         )?;
+        only_these_limits(sampler, &[8 * GI, 7 * GI])?;
         Ok(())
     });
 }

@@ -1,9 +1,10 @@
 //! The operator as a host process with the chart's operator ServiceAccount (so the chart's RBAC is
 //! what it runs with): quota status, conflicts, eviction under `action: Evict` through the Eviction
-//! API (PodDisruptionBudgets respected), `action: None`, and an API server restart. The tests play
-//! the node agent by writing the `kube-dmem.io/VRAMPressure` pod condition themselves.
+//! API (PodDisruptionBudgets respected), the grace period counted from the crossing of `high`,
+//! `action: None`, and an API server restart. The tests play the node agent by writing the
+//! `kube-dmem.io/VRAMPressure` and `kube-dmem.io/VRAMAboveHigh` pod conditions themselves.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::ensure;
 use kube_dmem_crds::{
@@ -13,13 +14,16 @@ use kube_dmem_crds::{
 use kube_dmem_e2e::components::Operator;
 use kube_dmem_e2e::ctx::run;
 use kube_dmem_e2e::fixtures::{
-    condition, event_reasons, evicted, quota_yaml, running_pod, set_pressure, wait_quota,
+    condition, event_reasons, evicted, quota_yaml, running_pod, set_agent_conditions, set_pressure,
+    wait_quota,
 };
 use kube_dmem_e2e::poll::{consistently, eventually};
 use kube_dmem_e2e::{apiserver, env::NODES};
 
 /// Status after a spec change: the operator reacts to watch events, well within this.
 const STATUS: Duration = Duration::from_secs(20);
+/// The grace period of the eviction cases' quotas (`gracePeriod: 6s`).
+const GRACE_6S: Duration = Duration::from_secs(6);
 
 fn cond_is(q: &serde_json::Value, ty: &str, status: &str, reason: &str) -> bool {
     condition(q, ty).is_some_and(|c| c["status"] == status && c["reason"] == reason)
@@ -129,11 +133,14 @@ fn evict_policy_evicts_a_pod_above_high_after_the_grace_period() {
             q["status"]["matchedPods"] == 2
         })?;
 
+        // The condition times have whole seconds: the clock starts up to 1 s before `crossed`.
+        let crossed = Instant::now();
         set_pressure(ctx, "hog", "AboveHigh", SystemTime::now())?;
-        // Within the grace period nothing happens.
+        // Nothing happens for the whole grace period (sampled throughout, up to 1 s before its
+        // earliest possible end).
         consistently(
-            "hog not evicted during the 3s grace period",
-            Duration::from_secs(2),
+            "hog not evicted during the 6 s grace period",
+            GRACE_6S.saturating_sub(Duration::from_secs(2) + crossed.elapsed()),
             || Ok(!evicted(ctx, "hog")?),
         )?;
         eventually(
@@ -152,6 +159,53 @@ fn evict_policy_evicts_a_pod_above_high_after_the_grace_period() {
             },
         )?;
         ensure!(!evicted(ctx, "calm")?, "a pod without pressure was evicted");
+        Ok(())
+    });
+}
+
+#[test]
+fn grace_period_starts_when_the_pod_crosses_high_not_when_pressure_began() {
+    run("op-grace", |ctx| {
+        let _op = Operator::start(ctx)?;
+        running_pod(ctx, "busy", NODES[0], &[("app", "busy")])?;
+        let policy = "  pressure: {action: Evict, gracePeriod: 6s, maxEvictionsPerMinute: 10}\n";
+        ctx.kubectl
+            .apply(&quota_yaml(ctx, "q", "busy", 0, policy))?;
+        wait_quota(ctx, "q", STATUS, "Ready", |q| {
+            q["status"]["matchedPods"] == 1
+        })?;
+        // Pressured for another reason for an hour: VRAMPressure True (Contended) since then.
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        set_pressure(ctx, "busy", "Contended", hour_ago)?;
+        consistently(
+            "a Contended pod is not evicted",
+            Duration::from_secs(3),
+            || Ok(!evicted(ctx, "busy")?),
+        )?;
+        // It crosses high now. VRAMPressure stays True, so its time stays an hour back (as the
+        // API conventions ask); VRAMAboveHigh turns True now.
+        let crossed = Instant::now();
+        set_agent_conditions(
+            ctx,
+            "busy",
+            ("AboveHigh", hour_ago),
+            Some(SystemTime::now()),
+        )?;
+        consistently(
+            "not evicted within the grace period after crossing high",
+            GRACE_6S.saturating_sub(Duration::from_secs(2) + crossed.elapsed()),
+            || Ok(!evicted(ctx, "busy")?),
+        )?;
+        eventually(
+            "evicted once the grace period after crossing high is over",
+            Duration::from_secs(20),
+            || Ok(evicted(ctx, "busy")?.then_some(())),
+        )?;
+        ensure!(
+            crossed.elapsed() >= GRACE_6S - Duration::from_secs(1),
+            "evicted {:?} after crossing high",
+            crossed.elapsed()
+        );
         Ok(())
     });
 }

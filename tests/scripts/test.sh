@@ -23,7 +23,13 @@ bash tests/scripts/check-doc-refs.sh
 
 # The e2e crate needs a running control plane; its own stage below brings one up.
 step "cargo test --workspace (unit, simulator, FUSE, gRPC)"
-cargo test --workspace --locked --exclude kube-dmem-e2e
+# The FUSE tests are part of this stage: where /dev/fuse or root is missing they fail instead of
+# skipping, so a green run always means they ran. Set KUBE_DMEM_REQUIRE_FUSE=0 to run the rest on
+# a machine without FUSE (the stage then says so).
+if [[ ${KUBE_DMEM_REQUIRE_FUSE:-1} != 1 ]]; then
+  step "WARNING: KUBE_DMEM_REQUIRE_FUSE=0: the FUSE tests skip where FUSE is missing"
+fi
+KUBE_DMEM_REQUIRE_FUSE=${KUBE_DMEM_REQUIRE_FUSE:-1} cargo test --workspace --locked --exclude kube-dmem-e2e
 
 step "cargo deny (licences, bans, sources)"
 # Installed from crates.io on first use (a few minutes, cached in ~/.cargo/bin afterwards). The

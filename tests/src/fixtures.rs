@@ -4,7 +4,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
-use kube_dmem_crds::{AGENT_FIELD_MANAGER, POD_CONDITION_VRAM_PRESSURE};
+use kube_dmem_crds::{
+    AGENT_FIELD_MANAGER, POD_CONDITION_VRAM_ABOVE_HIGH, POD_CONDITION_VRAM_PRESSURE,
+};
 use serde_json::Value;
 
 use crate::ctx::TestCtx;
@@ -81,12 +83,14 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-/// Writes the pod's `kube-dmem.io/VRAMPressure` condition the way the node agent does (server-side
-/// apply on `pods/status`, field manager `kube-dmem-agent`), with `kubectl`'s credentials;
-/// `since` is the condition's `lastTransitionTime`.
+/// Applies the agent's pressure conditions to `pod` as `kubectl`'s user, with the agent's field
+/// manager: `kube-dmem.io/VRAMPressure` (`active`, `reason`, transitioned at `since`) and
+/// `kube-dmem.io/VRAMAboveHigh`, which an agent keeps `True` from the moment usage crossed `high`:
+/// `True` at `since` when the pressure is `AboveHigh`, `False` otherwise. Returns the command's
+/// output, so tests can assert on refusals.
 ///
 /// # Errors
-/// When kubectl cannot run; a rejection is in the returned [`Output`].
+/// When `kubectl` cannot be run.
 pub fn apply_pressure(
     kubectl: &Kubectl,
     ns: &str,
@@ -95,12 +99,37 @@ pub fn apply_pressure(
     reason: &str,
     since: SystemTime,
 ) -> Result<Output> {
+    let above_high = (active && reason == "AboveHigh").then_some(since);
+    apply_agent_conditions(kubectl, ns, pod, (active, reason, since), above_high)
+}
+
+/// The agent's pressure conditions with `VRAMAboveHigh` set on its own: `True` since
+/// `above_high_since` when given (the moment the pod crossed `high`), `False` otherwise.
+///
+/// # Errors
+/// When `kubectl` cannot be run.
+pub fn apply_agent_conditions(
+    kubectl: &Kubectl,
+    ns: &str,
+    pod: &str,
+    (active, reason, since): (bool, &str, SystemTime),
+    above_high_since: Option<SystemTime>,
+) -> Result<Output> {
+    let condition = |ty: &str, on: bool, reason: &str, at: SystemTime| {
+        format!(
+            "  - type: {ty}\n    status: \"{}\"\n    reason: {reason}\n    \
+             message: set by the e2e suite\n    lastTransitionTime: \"{}\"\n",
+            if on { "True" } else { "False" },
+            rfc3339(at),
+        )
+    };
     let yaml = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: {ns}\nstatus:\n  conditions:\n  \
-         - type: {POD_CONDITION_VRAM_PRESSURE}\n    status: \"{status}\"\n    reason: {reason}\n    \
-         message: set by the e2e suite\n    lastTransitionTime: \"{t}\"\n",
-        status = if active { "True" } else { "False" },
-        t = rfc3339(since),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: {ns}\nstatus:\n  conditions:\n{}{}",
+        condition(POD_CONDITION_VRAM_PRESSURE, active, reason, since),
+        match above_high_since {
+            Some(at) => condition(POD_CONDITION_VRAM_ABOVE_HIGH, true, "AboveHigh", at),
+            None => condition(POD_CONDITION_VRAM_ABOVE_HIGH, false, "WithinHigh", since),
+        },
     );
     kubectl.try_apply_subresource(&yaml, "status", AGENT_FIELD_MANAGER)
 }
@@ -110,7 +139,27 @@ pub fn apply_pressure(
 /// # Errors
 /// When the API server rejects it.
 pub fn set_pressure(ctx: &TestCtx, pod: &str, reason: &str, since: SystemTime) -> Result<()> {
-    let out = apply_pressure(&ctx.kubectl, &ctx.ns, pod, true, reason, since)?;
+    let above_high = (reason == "AboveHigh").then_some(since);
+    set_agent_conditions(ctx, pod, (reason, since), above_high)
+}
+
+/// [`apply_agent_conditions`] (pressure active) as the cluster admin, which must succeed.
+///
+/// # Errors
+/// When the API server rejects it.
+pub fn set_agent_conditions(
+    ctx: &TestCtx,
+    pod: &str,
+    (reason, since): (&str, SystemTime),
+    above_high_since: Option<SystemTime>,
+) -> Result<()> {
+    let out = apply_agent_conditions(
+        &ctx.kubectl,
+        &ctx.ns,
+        pod,
+        (true, reason, since),
+        above_high_since,
+    )?;
     if !out.ok {
         bail!(
             "setting {POD_CONDITION_VRAM_PRESSURE} on {pod}: {}",

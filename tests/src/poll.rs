@@ -52,3 +52,45 @@ pub fn consistently(
     }
     Ok(())
 }
+
+/// Samples a value on a background thread every [`SAMPLE_INTERVAL`] until [`Sampler::finish`],
+/// for properties that must hold *throughout* a disruption (a limit that must never lapse while
+/// an agent restarts), not only at its end.
+pub struct Sampler<T: Send + 'static> {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<T>>,
+}
+
+/// How often a [`Sampler`] samples: well below any gap a broken agent could leave.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
+
+impl<T: Send + 'static> Sampler<T> {
+    /// Starts sampling `probe`; an `Err` sample is recorded through `on_error`.
+    pub fn start(
+        mut probe: impl FnMut() -> Result<T> + Send + 'static,
+        on_error: fn(anyhow::Error) -> T,
+    ) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                samples.push(probe().unwrap_or_else(on_error));
+                std::thread::sleep(SAMPLE_INTERVAL);
+            }
+            samples
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops sampling and returns every sample, in order.
+    ///
+    /// # Errors
+    /// When the sampling thread panicked.
+    pub fn finish(self) -> Result<Vec<T>> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the sampling thread panicked"))
+    }
+}

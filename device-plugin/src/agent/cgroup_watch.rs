@@ -33,7 +33,7 @@ pub const FAST_SCAN_FOR: Duration = Duration::from_secs(30);
 
 /// Between the scan and the agent loop: the scan says a pod cgroup appeared, the loop says
 /// whether one is expected.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CgroupSignal {
     appeared: Notify,
     /// Since when a cgroup is expected, if it is.
@@ -41,9 +41,30 @@ pub struct CgroupSignal {
     /// Wakes a sleeping scan when fast scanning starts, so the switch takes effect at once
     /// without the scan thread waking up every few milliseconds to look.
     fast: Condvar,
+    /// Set once the first scan has recorded the cgroups that already exist: from then on, every
+    /// new one is reported.
+    baseline: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for CgroupSignal {
+    fn default() -> Self {
+        Self {
+            appeared: Notify::new(),
+            expecting_since: Mutex::new(None),
+            fast: Condvar::new(),
+            baseline: tokio::sync::watch::Sender::new(false),
+        }
+    }
 }
 
 impl CgroupSignal {
+    /// Waits until the scan has taken its first look, so a cgroup made afterwards is new to it.
+    pub async fn baseline_taken(&self) {
+        let mut rx = self.baseline.subscribe();
+        // An error means the sender is gone, which cannot happen while `self` lives.
+        let _ = rx.wait_for(|taken| *taken).await;
+    }
+
     /// Waits until the scan reports a new pod cgroup.
     pub async fn appeared(&self) {
         self.appeared.notified().await;
@@ -183,6 +204,9 @@ pub async fn watch<F: CgroupFs + 'static>(
                 tracing::debug!("New pod cgroup");
                 signal.notify();
             }
+            signal
+                .baseline
+                .send_if_modified(|taken| !std::mem::replace(taken, true));
             signal.sleep();
         }
     });

@@ -1,7 +1,8 @@
 //! EDGE: the `PreStartContainer` hook of cluster mode. The kubelet names device IDs only; the hook
 //! finds the pod holding them through PodResources ([`holders`]), asks the agent loop for a round
 //! and answers only once that pod's `VRAMLimitsApplied` outcome is in force, so a container never
-//! starts without its limits. Cgroup or pod not there yet: retried until [`PRE_START_TIMEOUT`].
+//! starts without its limits. Cgroup or pod not there yet: retried every [`RETRY`] until
+//! [`PRE_START_TIMEOUT`], which stays below the kubelet's own deadline for the call.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use crate::kubelet::podresources::PodResourcesClient;
 use crate::node::LimitsOutcome;
 
 /// Pause between attempts while the pod or its cgroup has not appeared.
-const RETRY: Duration = Duration::from_millis(200);
+pub const RETRY: Duration = Duration::from_millis(200);
 
 /// A request to the agent loop: run a round now and tell the outcome of this pod.
 #[derive(Debug)]
@@ -29,15 +30,24 @@ pub struct RoundRequest {
 pub struct AgentPreStart {
     pod_resources: PodResourcesClient,
     rounds: mpsc::Sender<RoundRequest>,
+    /// How long one call retries before it gives up; below the kubelet's own deadline.
+    budget: Duration,
 }
 
 impl AgentPreStart {
-    /// A hook asking the loop behind `rounds`.
+    /// A hook asking the loop behind `rounds`, retrying for up to [`PRE_START_TIMEOUT`].
     pub fn new(pod_resources: PodResourcesClient, rounds: mpsc::Sender<RoundRequest>) -> Self {
         Self {
             pod_resources,
             rounds,
+            budget: PRE_START_TIMEOUT,
         }
+    }
+
+    /// Retries for up to `budget` instead (tests use a short one; never above the default).
+    pub fn with_budget(mut self, budget: Duration) -> Self {
+        self.budget = budget.min(PRE_START_TIMEOUT);
+        self
     }
 
     async fn attempt(&self, device_ids: &[String]) -> Result<(), PreStartError> {
@@ -104,7 +114,7 @@ struct Outcome(String);
 #[tonic::async_trait]
 impl PreStart for AgentPreStart {
     async fn pre_start(&self, device_ids: Vec<String>) -> Result<(), PreStartError> {
-        let deadline = tokio::time::Instant::now() + PRE_START_TIMEOUT - RETRY;
+        let deadline = tokio::time::Instant::now() + self.budget.saturating_sub(RETRY);
         loop {
             match self.attempt(&device_ids).await {
                 Ok(()) => return Ok(()),

@@ -256,9 +256,22 @@ impl KubeletDouble {
             .expect("kubelet double: event channel closed")
     }
 
-    /// The next event if one is already there.
-    pub fn try_event(&mut self) -> Option<Event> {
-        self.events.try_recv().ok()
+    /// The first `StreamEnded` event within `window`, if any. Asserting that something does *not*
+    /// happen needs a window: a stream that ends because of what a test just did ends within
+    /// milliseconds, so a window of a second is ample and still keeps the test fast.
+    pub async fn stream_end_within(&mut self, window: Duration) -> Option<Event> {
+        tokio::time::timeout(window, async {
+            loop {
+                match self.events.recv().await {
+                    Some(e @ Event::StreamEnded { .. }) => return Some(e),
+                    Some(_) => {}
+                    None => return None,
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Skips events until a registration; returns its endpoint and options.

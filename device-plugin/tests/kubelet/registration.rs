@@ -1,6 +1,7 @@
 //! Registration handshake, ListAndWatch, kubelet restarts and shutdown.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube_dmem_device_plugin::kubelet::RESOURCE_NAME;
 use kube_dmem_device_plugin::kubelet::devnodes::NoDeviceNodes;
@@ -174,7 +175,8 @@ async fn inventory_sender_dropped_keeps_the_stream_open() {
         .await
         .unwrap();
     assert_eq!(response.into_inner().container_responses.len(), 1);
-    assert!(h.kubelet.try_event().is_none());
+    let ended = h.kubelet.stream_end_within(Duration::from_secs(1)).await;
+    assert!(ended.is_none(), "the stream ended: {ended:?}");
     h.shutdown().await;
 }
 
