@@ -2,8 +2,8 @@
 //! the registry `main` builds (no globals). Kept alike with the operator's `metrics.rs`.
 //!
 //! Labels are bounded: reasons, resources, write kinds; the per-pod gauges carry exactly
-//! `namespace`, `pod` and `region` (bounded by the pods on one node times its regions), and their
-//! series are removed when the pod leaves the node.
+//! `namespace`, `pod` and `region` (bounded by the pods on one node times its regions; the peak
+//! adds its `source`), and their series are removed when the pod leaves the node.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -51,8 +51,27 @@ pub struct Metrics {
     /// A pod's pressure tier per region, as its severity: 0 AtMax, 1 AboveHigh, 2 Contended,
     /// 3 Unprotected, 4 Protected, 5 Idle.
     pub pod_tier: Family<PodRegion, Gauge>,
+    /// The pod's peak usage per region, for right-sizing: `dmem.peak` where the kernel has it
+    /// (label `source="kernel"`, 7.3+), else the highest usage the agent saw at its polls since
+    /// it started (`source="agent"`, a lower bound: spikes between polls are missed).
+    pub pod_peak: Family<PodRegion, Gauge>,
+    /// The `high` the governing quota declares for a pod, per region (absent when none).
+    pub pod_high: Family<PodRegion, Gauge>,
+    /// A region's size (`dmem.capacity`), by `region`.
+    pub region_capacity: Family<PodRegion, Gauge>,
+    /// VRAM charged in a region on the whole node (the root's `dmem.current`), by `region`.
+    pub region_usage: Family<PodRegion, Gauge>,
     /// Whether the node's kernel offers dmem (1) or not (0).
     pub dmem_available: Gauge,
+}
+
+/// The per-pod series published last round, and the agent's own peak per pod and region where the
+/// kernel keeps none.
+#[derive(Clone, Debug, Default)]
+pub struct Published {
+    pods: BTreeSet<PodRegion>,
+    regions: BTreeSet<PodRegion>,
+    agent_peak: std::collections::BTreeMap<PodRegion, u64>,
 }
 
 impl Metrics {
@@ -73,6 +92,10 @@ impl Metrics {
             pod_usage: Family::default(),
             pod_limit: Family::default(),
             pod_tier: Family::default(),
+            pod_peak: Family::default(),
+            pod_high: Family::default(),
+            region_capacity: Family::default(),
+            region_usage: Family::default(),
             dmem_available: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("kube_dmem_agent");
@@ -136,6 +159,30 @@ impl Metrics {
             "Pressure tier per pod and region (0 AtMax .. 5 Idle)",
             m.pod_tier.clone(),
         );
+        r.register_with_unit(
+            "pod_peak",
+            "Peak VRAM charged to a pod, per region (source: kernel dmem.peak, or agent polls)",
+            Unit::Bytes,
+            m.pod_peak.clone(),
+        );
+        r.register_with_unit(
+            "pod_high",
+            "The high a pod's quota declares, per region",
+            Unit::Bytes,
+            m.pod_high.clone(),
+        );
+        r.register_with_unit(
+            "region_capacity",
+            "Size of a dmem region (dmem.capacity)",
+            Unit::Bytes,
+            m.region_capacity.clone(),
+        );
+        r.register_with_unit(
+            "region_usage",
+            "VRAM charged in a dmem region on this node",
+            Unit::Bytes,
+            m.region_usage.clone(),
+        );
         r.register(
             "dmem_available",
             "1 when the node's kernel offers the dmem controller",
@@ -149,10 +196,27 @@ impl Metrics {
         family.get_or_create(&vec![(key, value)]).inc();
     }
 
-    /// Publishes a round's per-pod gauges, removing the series of pods and regions that are gone;
-    /// `previous` holds the label sets published last time and is updated.
-    pub fn observe_round(&self, report: &RoundReport, previous: &mut BTreeSet<PodRegion>) {
+    /// Publishes a round's per-pod and per-region gauges, removing the series of pods and
+    /// regions that are gone; `published` holds what was published last time and is updated.
+    pub fn observe_round(&self, report: &RoundReport, published: &mut Published) {
         self.pods.set(saturating_i64(report.pods.len() as u64));
+        let mut regions = BTreeSet::new();
+        for cap in &report.regions {
+            let labels: PodRegion = vec![("region", cap.region.clone())];
+            self.region_capacity
+                .get_or_create(&labels)
+                .set(saturating_i64(cap.bytes));
+            let used = report.region_usage.get(&cap.region).copied().unwrap_or(0);
+            self.region_usage
+                .get_or_create(&labels)
+                .set(saturating_i64(used));
+            regions.insert(labels);
+        }
+        for gone in published.regions.difference(&regions) {
+            self.region_capacity.remove(gone);
+            self.region_usage.remove(gone);
+        }
+        published.regions = regions;
         let mut current = BTreeSet::new();
         for pod in &report.pods {
             for row in &pod.regions {
@@ -164,16 +228,8 @@ impl Metrics {
                 self.pod_usage
                     .get_or_create(&labels)
                     .set(saturating_i64(row.reading.usage));
-                match row.reading.max {
-                    Some(max) => {
-                        self.pod_limit
-                            .get_or_create(&labels)
-                            .set(saturating_i64(max));
-                    }
-                    None => {
-                        self.pod_limit.remove(&labels);
-                    }
-                }
+                set_or_remove(&self.pod_limit, &labels, row.reading.max);
+                set_or_remove(&self.pod_high, &labels, row.reading.high);
                 let severity = kube_dmem_crds::PressureTier::ALL
                     .iter()
                     .position(|t| *t == row.tier)
@@ -181,15 +237,46 @@ impl Metrics {
                 self.pod_tier
                     .get_or_create(&labels)
                     .set(saturating_i64(severity as u64));
+                let seen = published.agent_peak.entry(labels.clone()).or_default();
+                *seen = (*seen).max(row.reading.usage);
+                let (source, peak) = match row.reading.peak {
+                    Some(kernel) => ("kernel", kernel),
+                    None => ("agent", *seen),
+                };
+                let mut peak_labels = labels.clone();
+                peak_labels.push(("source", source.to_owned()));
+                let mut other = labels.clone();
+                other.push((
+                    "source",
+                    if source == "kernel" {
+                        "agent"
+                    } else {
+                        "kernel"
+                    }
+                    .to_owned(),
+                ));
+                self.pod_peak.remove(&other);
+                self.pod_peak
+                    .get_or_create(&peak_labels)
+                    .set(saturating_i64(peak));
                 current.insert(labels);
             }
         }
-        for gone in previous.difference(&current) {
+        for gone in published.pods.difference(&current) {
             self.pod_usage.remove(gone);
             self.pod_limit.remove(gone);
+            self.pod_high.remove(gone);
             self.pod_tier.remove(gone);
+            for source in ["kernel", "agent"] {
+                let mut labels = gone.clone();
+                labels.push(("source", source.to_owned()));
+                self.pod_peak.remove(&labels);
+            }
         }
-        *previous = current;
+        published
+            .agent_peak
+            .retain(|labels, _| current.contains(labels));
+        published.pods = current;
     }
 
     /// Starts timing a round; the duration is recorded when the guard drops, on every path.
@@ -197,6 +284,17 @@ impl Metrics {
         RoundTimer {
             histogram: &self.round_duration,
             start: Instant::now(),
+        }
+    }
+}
+
+fn set_or_remove(family: &Family<PodRegion, Gauge>, labels: &PodRegion, value: Option<u64>) {
+    match value {
+        Some(v) => {
+            family.get_or_create(labels).set(saturating_i64(v));
+        }
+        None => {
+            family.remove(labels);
         }
     }
 }
@@ -239,5 +337,79 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} missing in\n{text}");
         }
+    }
+
+    fn report(usage: u64, peak: Option<u64>) -> RoundReport {
+        use crate::node::{LimitsOutcome, PodReport, RegionReport};
+        use crate::pressure::RegionReading;
+        let region = "drm/0000:03:00.0/vram0".to_owned();
+        RoundReport {
+            regions: vec![crate::cgroup::format::RegionCapacity {
+                region: region.clone(),
+                bytes: 16 << 30,
+            }],
+            region_usage: [(region.clone(), usage)].into(),
+            pods: vec![PodReport {
+                facts: kube_dmem_crds::select::PodFacts {
+                    namespace: "ml".into(),
+                    name: "p".into(),
+                    uid: "u".into(),
+                    labels: Default::default(),
+                    grants: Vec::new(),
+                },
+                governing: None,
+                outcome: LimitsOutcome::Applied,
+                regions: vec![RegionReport {
+                    region,
+                    desired: Default::default(),
+                    reading: RegionReading {
+                        usage,
+                        peak,
+                        high: Some(2 << 30),
+                        ..RegionReading::default()
+                    },
+                    tier: kube_dmem_crds::PressureTier::Unprotected,
+                }],
+                tier: kube_dmem_crds::PressureTier::Unprotected,
+                read_failure: None,
+            }],
+            writes: 0,
+        }
+    }
+
+    fn encode(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).expect("encodes");
+        text
+    }
+
+    #[test]
+    fn peak_comes_from_the_kernel_or_from_the_agents_own_polls() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        let mut published = Published::default();
+        let series = |source: &str, v: u64| {
+            format!(
+                "kube_dmem_agent_pod_peak_bytes{{namespace=\"ml\",pod=\"p\",region=\"drm/0000:03:00.0/vram0\",source=\"{source}\"}} {v}"
+            )
+        };
+        // Legacy kernel (no dmem.peak): the agent's highest poll, kept when usage drops.
+        m.observe_round(&report(3 << 30, None), &mut published);
+        m.observe_round(&report(1 << 30, None), &mut published);
+        let text = encode(&registry);
+        assert!(text.contains(&series("agent", 3 << 30)), "{text}");
+        assert!(text.contains("kube_dmem_agent_region_capacity_bytes{region=\"drm/0000:03:00.0/vram0\"} 17179869184"), "{text}");
+        assert!(text.contains("kube_dmem_agent_pod_high_bytes{namespace=\"ml\",pod=\"p\",region=\"drm/0000:03:00.0/vram0\"} 2147483648"), "{text}");
+        // The kernel's own peak wins where it exists, and replaces the agent's series.
+        m.observe_round(&report(1 << 30, Some(5 << 30)), &mut published);
+        let text = encode(&registry);
+        assert!(text.contains(&series("kernel", 5 << 30)), "{text}");
+        assert!(!text.contains("source=\"agent\""), "{text}");
+        // The pod leaves: every series of it goes.
+        let mut empty = report(0, None);
+        empty.pods.clear();
+        m.observe_round(&empty, &mut published);
+        let text = encode(&registry);
+        assert!(!text.contains("pod=\"p\""), "{text}");
     }
 }

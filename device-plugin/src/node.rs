@@ -152,6 +152,8 @@ pub struct RoundReport {
     pub pods: Vec<PodReport>,
     /// Writes performed this round (zero in steady state).
     pub writes: usize,
+    /// Bytes charged per region on the whole node (the root's `dmem.current`).
+    pub region_usage: BTreeMap<String, u64>,
 }
 
 /// Settings of a round that do not change between rounds.
@@ -212,6 +214,10 @@ pub fn run_round_with(
     // Act (kernel writes, each read back) and report (pure, from fresh readings).
     let root_usage = read_values(fs, &CgroupPath::root(), CgroupFile::DmemCurrent)?;
     let mut report = RoundReport {
+        region_usage: root_usage
+            .iter()
+            .filter_map(|line| Some((line.region.clone(), line.value.bytes()?)))
+            .collect(),
         regions,
         ..RoundReport::default()
     };
@@ -411,6 +417,14 @@ fn report_pod(
         ),
         None => DmemValues::default(),
     };
+    // `dmem.peak` exists on 7.3+ only: absent is normal on older kernels.
+    let peak: Option<DmemValues> = match &pod.cgroup {
+        Some(g) if fs.exists(g, CgroupFile::DmemPeak) => Some(absent_or_note(
+            read_values(fs, g, CgroupFile::DmemPeak),
+            &mut read_failure,
+        )),
+        _ => None,
+    };
     // Without writes the values observed at the start of the round are still the ones in force;
     // after writes, read them back so the report shows what the kernel kept, not what was asked.
     let in_force = match &pod.cgroup {
@@ -438,6 +452,7 @@ fn report_pod(
                     .get(region)
                     .and_then(DmemValue::bytes)
                     .unwrap_or(0),
+                peak: peak.as_ref().and_then(|p| p.get(region)?.bytes()),
             };
             let tier = region_tier(&reading, cfg.thresholds);
             RegionReport {

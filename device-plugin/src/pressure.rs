@@ -27,6 +27,9 @@ pub struct RegionReading {
     pub capacity: u64,
     /// Bytes charged in the whole region (the root's `dmem.current`).
     pub region_usage: u64,
+    /// The kernel's high-water mark of the pod's usage (`dmem.peak`, 7.3+); `None` where the
+    /// kernel has no such file.
+    pub peak: Option<u64>,
 }
 
 /// Thresholds that turn readings into tiers.

@@ -21,7 +21,7 @@ use crate::act::{ApiSink, ApiWrite, node_ref, pod_ref};
 use crate::conditions::{self, ConditionKey};
 use crate::kubelet::grants::Grants;
 use crate::kubelet::inventory::Inventory;
-use crate::metrics::{Metrics, PodRegion};
+use crate::metrics::{Metrics, Published};
 use crate::node::{LimitsOutcome, RoundConfig, RoundReport};
 use crate::pods::Objects;
 
@@ -74,7 +74,7 @@ pub struct Agent {
     invalid_quotas: BTreeSet<QuotaRef>,
     /// The last valid spec of every quota, kept in force while its current spec is invalid.
     last_valid: LastValid,
-    gauges: BTreeSet<PodRegion>,
+    gauges: Published,
     /// Backoff of pod condition writes; while it runs, no write goes out (the server is likely down).
     conditions_backoff: Backoff,
     /// Backoff of the node annotation, on its own so its failures never hold back conditions.
@@ -122,7 +122,7 @@ impl Agent {
             dmem_event_sent: false,
             invalid_quotas: BTreeSet::new(),
             last_valid: LastValid::new(),
-            gauges: BTreeSet::new(),
+            gauges: Published::default(),
             conditions_backoff: Backoff::new(CONDITIONS_BACKOFF_INITIAL, CONDITIONS_BACKOFF_MAX),
             node_backoff: Backoff::new(SIDE_BACKOFF_INITIAL, SIDE_BACKOFF_MAX),
             event_backoff: Backoff::new(SIDE_BACKOFF_INITIAL, SIDE_BACKOFF_MAX),

@@ -47,6 +47,7 @@ fn report(tier: PressureTier, outcome: LimitsOutcome, usage: u64) -> PodReport {
                 declared_low: 0,
                 capacity: 8 << 30,
                 region_usage: usage,
+                peak: None,
             },
             tier,
         }],

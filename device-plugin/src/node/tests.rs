@@ -183,3 +183,16 @@ fn a_quota_kept_at_its_last_valid_spec_reports_quota_invalid_in_force() {
     assert!(report.pods[0].outcome.in_force());
     assert_eq!(report.pods[0].outcome.reason(), "QuotaInvalid");
 }
+
+#[test]
+fn the_kernels_peak_is_reported_after_usage_drops() {
+    let fs = node();
+    let mut kernel = fs.kernel().lock().expect("kernel");
+    kernel.try_charge(POD, R0, 3 * G).expect("charge 3Gi");
+    kernel.uncharge(POD, R0, 2 * G);
+    drop(kernel);
+    let report = run_round(&fs, &cfg(), &[pod()], &[quota("4Gi")]).expect("round");
+    let reading = report.pods[0].regions[0].reading;
+    assert_eq!((reading.usage, reading.peak), (G, Some(3 * G)));
+    assert_eq!(report.region_usage.get(R0), Some(&G));
+}
