@@ -57,6 +57,10 @@ pub struct Metrics {
     pub pod_peak: Family<PodRegion, Gauge>,
     /// The `high` the governing quota declares for a pod, per region (absent when none).
     pub pod_high: Family<PodRegion, Gauge>,
+    /// `dmem.low` in force for a pod, per region (with emulated high, the written high).
+    pub pod_low: Family<PodRegion, Gauge>,
+    /// `dmem.min` in force for a pod, per region.
+    pub pod_min: Family<PodRegion, Gauge>,
     /// A region's size (`dmem.capacity`), by `region`.
     pub region_capacity: Family<PodRegion, Gauge>,
     /// VRAM charged in a region on the whole node (the root's `dmem.current`), by `region`.
@@ -94,6 +98,8 @@ impl Metrics {
             pod_tier: Family::default(),
             pod_peak: Family::default(),
             pod_high: Family::default(),
+            pod_low: Family::default(),
+            pod_min: Family::default(),
             region_capacity: Family::default(),
             region_usage: Family::default(),
             dmem_available: Gauge::default(),
@@ -172,6 +178,18 @@ impl Metrics {
             m.pod_high.clone(),
         );
         r.register_with_unit(
+            "pod_low",
+            "dmem.low in force for a pod, per region",
+            Unit::Bytes,
+            m.pod_low.clone(),
+        );
+        r.register_with_unit(
+            "pod_min",
+            "dmem.min in force for a pod, per region",
+            Unit::Bytes,
+            m.pod_min.clone(),
+        );
+        r.register_with_unit(
             "region_capacity",
             "Size of a dmem region (dmem.capacity)",
             Unit::Bytes,
@@ -230,6 +248,10 @@ impl Metrics {
                     .set(saturating_i64(row.reading.usage));
                 set_or_remove(&self.pod_limit, &labels, row.reading.max);
                 set_or_remove(&self.pod_high, &labels, row.reading.high);
+                // u64::MAX stands for "max" (unreadable as bytes): no series then.
+                let bytes = |v: u64| (v != u64::MAX).then_some(v);
+                set_or_remove(&self.pod_low, &labels, bytes(row.reading.low));
+                set_or_remove(&self.pod_min, &labels, bytes(row.reading.min));
                 let severity = kube_dmem_crds::PressureTier::ALL
                     .iter()
                     .position(|t| *t == row.tier)
@@ -266,6 +288,8 @@ impl Metrics {
             self.pod_usage.remove(gone);
             self.pod_limit.remove(gone);
             self.pod_high.remove(gone);
+            self.pod_low.remove(gone);
+            self.pod_min.remove(gone);
             self.pod_tier.remove(gone);
             for source in ["kernel", "agent"] {
                 let mut labels = gone.clone();
