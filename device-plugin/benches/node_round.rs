@@ -14,9 +14,9 @@ use kube_dmem_crds::DmemQuota;
 use kube_dmem_crds::limits::HighSupport;
 use kube_dmem_crds::select::{PodFacts, quota_facts};
 use kube_dmem_device_plugin::cgroup::{CgroupPath, SimCgroups};
-use kube_dmem_device_plugin::enforce::{ObservedPod, plan};
-use kube_dmem_device_plugin::node::{RoundConfig, run_round};
-use kube_dmem_device_plugin::pressure::PressureThresholds;
+use kube_dmem_device_plugin::decide::limits::{ObservedPod, plan};
+use kube_dmem_device_plugin::decide::pressure::PressureThresholds;
+use kube_dmem_device_plugin::round::{RoundConfig, run_round};
 use kube_dmem_device_plugin::standalone::sim_node::SimNode;
 use kube_dmem_sim::{Profile, SimConfig};
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::simfs::serve::ServeConfig;
-use crate::telemetry::LogFormat;
+use kube_dmem_runtime::telemetry::LogFormat;
 
 /// kube-dmem node agent: kubelet device plugin and dmem cgroup enforcement.
 #[derive(Debug, Parser)]
@@ -110,7 +110,7 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The run configuration these arguments describe.
-    pub fn into_config(self) -> crate::agent::RunConfig {
+    pub fn into_config(self) -> crate::cluster::RunConfig {
         let RunArgs {
             node_name,
             cgroup_backend,
@@ -127,8 +127,8 @@ impl RunArgs {
             sim_regions,
         } = self;
         let backend = match cgroup_backend {
-            CgroupBackend::Sysfs => crate::agent::BackendConfig::Sysfs(cgroup_root),
-            CgroupBackend::Sim => crate::agent::BackendConfig::Sim {
+            CgroupBackend::Sysfs => crate::cluster::BackendConfig::Sysfs(cgroup_root),
+            CgroupBackend::Sim => crate::cluster::BackendConfig::Sim {
                 profile: sim_profile.into(),
                 regions: if sim_regions.is_empty() {
                     crate::standalone::DEFAULT_REGIONS
@@ -140,7 +140,7 @@ impl RunArgs {
                 },
             },
         };
-        crate::agent::RunConfig {
+        crate::cluster::RunConfig {
             node: node_name,
             backend,
             kubelet: kubelet == Kubelet::Enabled,
@@ -214,7 +214,7 @@ impl StandaloneArgs {
             profile: profile.into(),
             interval,
             rounds: if once { Some(1) } else { rounds },
-            thresholds: crate::pressure::PressureThresholds::default(),
+            thresholds: crate::decide::pressure::PressureThresholds::default(),
         }
     }
 }
@@ -427,7 +427,7 @@ mod tests {
             PathBuf::from("/var/lib/kubelet/device-plugins")
         );
         assert!(
-            matches!(cfg.backend, crate::agent::BackendConfig::Sim { ref regions, .. } if regions == &[("r0".to_owned(), 4 << 30)])
+            matches!(cfg.backend, crate::cluster::BackendConfig::Sim { ref regions, .. } if regions == &[("r0".to_owned(), 4 << 30)])
         );
         let sysfs =
             Args::try_parse_from(["kube-dmem-device-plugin", "run", "--node-name", "n1"]).unwrap();
@@ -437,7 +437,7 @@ mod tests {
         let cfg = run.into_config();
         assert!(cfg.kubelet);
         assert!(
-            matches!(cfg.backend, crate::agent::BackendConfig::Sysfs(ref root) if root == std::path::Path::new("/sys/fs/cgroup"))
+            matches!(cfg.backend, crate::cluster::BackendConfig::Sysfs(ref root) if root == std::path::Path::new("/sys/fs/cgroup"))
         );
         assert!(
             Args::try_parse_from(["kube-dmem-device-plugin", "run"]).is_err(),

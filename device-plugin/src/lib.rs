@@ -1,23 +1,23 @@
 //! kube-dmem node agent (`kube-dmem-device-plugin`): the library behind the binary.
 //!
-//! The kernel edge is [`cgroup`] (the `CgroupFs` boundary, the dmem file formats, the real and
-//! simulated backends, probing and pod-cgroup discovery) and [`simfs`] (the kernel simulator served
-//! over FUSE); the binary's flags are in [`args`], its logging in [`telemetry`]. Kernel facts:
-//! `docs/kernel.md`; conventions: `docs/contributing.md`.
+//! One enforcement round is [`round`]: observe (kernel reads) -> decide (pure) -> act (kernel
+//! writes) -> report. The pure decisions live in [`decide`] (and the kubelet's in
+//! [`kubelet::decide`]); the purity check enforces that by path. Around the round:
+//! - [`cluster`]: cluster mode (`run`): watches, the drive loop, API writes, the PreStart hook;
+//! - [`kubelet`]: the kubelet edge (device plugin, registration, PodResources);
+//! - [`cgroup`]: the kernel edge (the `CgroupFs` boundary, dmem file formats, the real and
+//!   simulated backends, probing and pod-cgroup discovery), and [`simfs`], the kernel simulator
+//!   served over FUSE;
+//! - [`standalone`]: the same round on an embedded example, no cluster.
+//!
+//! Kernel facts: `docs/kernel.md`; conventions: `docs/contributing.md`.
 
-pub mod act;
-pub mod admin;
-pub mod agent;
 pub mod args;
 pub mod cgroup;
-pub mod conditions;
-pub mod enforce;
+pub mod cluster;
+pub mod decide;
 pub mod kubelet;
 pub mod metrics;
-pub mod node;
-pub mod pods;
-pub mod pressure;
-pub mod protect;
+pub mod round;
 pub mod simfs;
 pub mod standalone;
-pub mod telemetry;

@@ -3,7 +3,8 @@
 use anyhow::Context as _;
 use clap::Parser;
 use kube_dmem_device_plugin::args::{Args, Command};
-use kube_dmem_device_plugin::{agent, simfs, standalone, telemetry};
+use kube_dmem_device_plugin::{cluster, simfs, standalone};
+use kube_dmem_runtime::telemetry;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -37,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
                 tracing::info!("Shutting down");
                 on_signal.cancel();
             });
-            agent::run(run_args.into_config(), stop)
+            cluster::run(run_args.into_config(), stop)
                 .await
                 .context("running the node agent")?;
         }

@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::node::RoundReport;
+use crate::round::RoundReport;
 
 /// Label set with bounded values.
 pub type Label = Vec<(&'static str, &'static str)>;
@@ -37,7 +37,7 @@ pub struct Metrics {
     /// Failed API writes by reason.
     pub api_errors: Family<Label, Counter>,
     /// Watch stream errors (each one restarts the watch after a backoff), by resource.
-    pub watch_restarts: Family<Label, Counter>,
+    pub watch_errors: kube_dmem_runtime::watch::WatchErrors,
     /// Objects a watch delivered that did not deserialize (skipped), by resource.
     pub decode_errors: Family<Label, Counter>,
     /// DmemQuotas with an invalid spec, never applied.
@@ -89,7 +89,7 @@ impl Metrics {
             kernel_errors: Family::default(),
             api_writes: Family::default(),
             api_errors: Family::default(),
-            watch_restarts: Family::default(),
+            watch_errors: Family::default(),
             decode_errors: Family::default(),
             invalid_quotas: Gauge::default(),
             pods: Gauge::default(),
@@ -129,9 +129,9 @@ impl Metrics {
             m.api_errors.clone(),
         );
         r.register(
-            "watch_restarts",
+            "watch_errors",
             "Watch errors (each followed by a restart), by resource",
-            m.watch_restarts.clone(),
+            m.watch_errors.clone(),
         );
         r.register(
             "decode_errors",
@@ -364,8 +364,8 @@ mod tests {
     }
 
     fn report(usage: u64, peak: Option<u64>) -> RoundReport {
-        use crate::node::{LimitsOutcome, PodReport, RegionReport};
-        use crate::pressure::RegionReading;
+        use crate::decide::pressure::RegionReading;
+        use crate::round::{LimitsOutcome, PodReport, RegionReport};
         let region = "drm/0000:03:00.0/vram0".to_owned();
         RoundReport {
             regions: vec![crate::cgroup::format::RegionCapacity {

@@ -15,19 +15,19 @@ use k8s_openapi::jiff::Timestamp;
 use kube_dmem_crds::DmemQuota;
 use kube_dmem_crds::limits::HighSupport;
 use kube_dmem_crds::select::{PodFacts, quota_facts};
-use kube_dmem_device_plugin::act::{ActError, ApiSink, ApiWrite};
-use kube_dmem_device_plugin::agent::backend::Backend;
-use kube_dmem_device_plugin::agent::cgroup_watch;
-use kube_dmem_device_plugin::agent::state::Agent;
 use kube_dmem_device_plugin::cgroup::path::{CgroupDriver, QosClass, expected_pod_cgroup};
 use kube_dmem_device_plugin::cgroup::{
     CgroupError, CgroupFile, CgroupFs, CgroupPath, SysfsCgroups,
 };
-use kube_dmem_device_plugin::kubelet::inventory::Inventory;
+use kube_dmem_device_plugin::cluster::agent::Agent;
+use kube_dmem_device_plugin::cluster::api::{ActError, ApiSink, ApiWrite};
+use kube_dmem_device_plugin::cluster::backend::Backend;
+use kube_dmem_device_plugin::cluster::cgroup_watch;
+use kube_dmem_device_plugin::cluster::objects::Objects;
+use kube_dmem_device_plugin::decide::pressure::PressureThresholds;
+use kube_dmem_device_plugin::kubelet::decide::inventory::Inventory;
 use kube_dmem_device_plugin::metrics::Metrics;
-use kube_dmem_device_plugin::node::{LimitsOutcome, RoundConfig, run_round};
-use kube_dmem_device_plugin::pods::Objects;
-use kube_dmem_device_plugin::pressure::PressureThresholds;
+use kube_dmem_device_plugin::round::{LimitsOutcome, RoundConfig, run_round};
 use kube_dmem_sim::Profile;
 use tokio_util::sync::CancellationToken;
 

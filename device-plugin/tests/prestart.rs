@@ -11,17 +11,19 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube_dmem_crds::DmemQuota;
-use kube_dmem_device_plugin::act::{ActError, ApiSink, ApiWrite};
-use kube_dmem_device_plugin::admin::Health;
-use kube_dmem_device_plugin::agent::backend::Backend;
-use kube_dmem_device_plugin::agent::cgroup_watch;
-use kube_dmem_device_plugin::agent::drive::{Loop, ObjectSource, drive};
-use kube_dmem_device_plugin::agent::prestart::{AgentPreStart, RETRY, RoundRequest};
-use kube_dmem_device_plugin::agent::state::Agent;
 use kube_dmem_device_plugin::cgroup::path::{CgroupDriver, QosClass, expected_pod_cgroup};
 use kube_dmem_device_plugin::cgroup::{CgroupPath, SimCgroups};
+use kube_dmem_device_plugin::cluster::agent::Agent;
+use kube_dmem_device_plugin::cluster::api::{ActError, ApiSink, ApiWrite};
+use kube_dmem_device_plugin::cluster::backend::Backend;
+use kube_dmem_device_plugin::cluster::cgroup_watch;
+use kube_dmem_device_plugin::cluster::drive::{Loop, ObjectSource, drive};
+use kube_dmem_device_plugin::cluster::health::Health;
+use kube_dmem_device_plugin::cluster::objects::Objects;
+use kube_dmem_device_plugin::cluster::prestart::{AgentPreStart, RETRY, RoundRequest};
+use kube_dmem_device_plugin::decide::pressure::PressureThresholds;
 use kube_dmem_device_plugin::kubelet::RESOURCE_NAME;
-use kube_dmem_device_plugin::kubelet::inventory::Inventory;
+use kube_dmem_device_plugin::kubelet::decide::inventory::Inventory;
 use kube_dmem_device_plugin::kubelet::plugin::{PreStart, PreStartError};
 use kube_dmem_device_plugin::kubelet::podresources::PodResourcesClient;
 use kube_dmem_device_plugin::kubelet::proto::podresources::pod_resources_lister_server::{
@@ -34,9 +36,7 @@ use kube_dmem_device_plugin::kubelet::proto::podresources::{
 };
 use kube_dmem_device_plugin::kubelet::uds;
 use kube_dmem_device_plugin::metrics::Metrics;
-use kube_dmem_device_plugin::node::{LimitsOutcome, RoundConfig};
-use kube_dmem_device_plugin::pods::Objects;
-use kube_dmem_device_plugin::pressure::PressureThresholds;
+use kube_dmem_device_plugin::round::{LimitsOutcome, RoundConfig};
 use kube_dmem_sim::Profile;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;

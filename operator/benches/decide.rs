@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::DynamicObject;
 use kube_dmem_operator::decide::decide;
+use kube_dmem_operator::decide::observed::Observed;
+use kube_dmem_operator::decide::remediation::RemediationState;
 use kube_dmem_operator::fixtures::{TestPod, TestQuota, node, ts};
-use kube_dmem_operator::observed::Observed;
-use kube_dmem_operator::remediation::RemediationState;
 
 /// Quotas per namespace: one per app label, plus a low-priority catch-all that conflicts.
 const QUOTAS_PER_NS: usize = 10;

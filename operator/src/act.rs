@@ -22,9 +22,9 @@ use tracing::{debug, error, warn};
 
 pub use error::ActError;
 
+use crate::decide::remediation::{Eviction, EvictionOutcome};
 use crate::decide::{Plan, StatusPatch};
 use crate::metrics::Metrics;
-use crate::remediation::{Eviction, EvictionOutcome};
 
 /// Bound on one API call, so a hung connection cannot stall the pass (and keep writing after
 /// leadership moved on).

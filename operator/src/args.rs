@@ -3,7 +3,8 @@
 
 use std::net::SocketAddr;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use kube_dmem_runtime::telemetry::LogFormat;
 
 /// kube-dmem operator: DmemQuota status, conflicts and remediation.
 #[derive(Parser, Debug, Clone)]
@@ -46,15 +47,6 @@ pub struct Args {
     /// Full recomputation interval, on top of watch events, to heal missed writes.
     #[arg(long, env = "KUBE_DMEM_RESYNC", default_value = "5m")]
     pub resync: humantime::Duration,
-}
-
-/// How log lines are written.
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Plain,
-    /// One JSON object per line.
-    Json,
 }
 
 #[cfg(test)]

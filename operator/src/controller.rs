@@ -16,13 +16,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span};
 
 use crate::act::Actor;
-use crate::admin::{self, AdminError, Health};
 use crate::args::Args;
+use crate::decide::remediation::RemediationState;
+use crate::health::Health;
 use crate::lease::{self, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::observe::{Caches, ObserveError};
 use crate::reconcile::reconcile;
-use crate::remediation::RemediationState;
+use kube_dmem_runtime::admin::{self, AdminError};
 
 /// Quiet time after a watch event before a pass, so a burst of changes costs one pass.
 const DEBOUNCE: Duration = Duration::from_millis(200);

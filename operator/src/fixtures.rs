@@ -15,7 +15,7 @@ use kube_dmem_crds::{
     POD_CONDITION_VRAM_LIMITS_APPLIED, POD_CONDITION_VRAM_PRESSURE, PressureAction, PressurePolicy,
 };
 
-use crate::observed::{NODE_REGIONS_ANNOTATION, Observed, ObservedPod, ObservedQuota};
+use crate::decide::observed::{NODE_REGIONS_ANNOTATION, Observed, ObservedPod, ObservedQuota};
 
 /// `secs` seconds after the epoch.
 pub fn ts(secs: i64) -> Timestamp {

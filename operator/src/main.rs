@@ -3,7 +3,8 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use kube_dmem_operator::{args::Args, controller, metrics::Metrics, observe, telemetry};
+use kube_dmem_operator::{args::Args, controller, metrics::Metrics, observe};
+use kube_dmem_runtime::telemetry;
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;

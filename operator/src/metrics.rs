@@ -29,7 +29,7 @@ pub struct Metrics {
     /// Failed API actions by `reason` (the error's PascalCase reason).
     pub errors: Family<Label, Counter>,
     /// Watch stream errors by resource (`dmemquotas`, `pods`, `nodes`).
-    pub watch_errors: Family<Label, Counter>,
+    pub watch_errors: kube_dmem_runtime::watch::WatchErrors,
     /// 1 while this replica holds the lease.
     pub leader: Gauge,
     /// Quotas seen in the last pass.

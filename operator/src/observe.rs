@@ -14,20 +14,20 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use kube_dmem_crds::DmemQuota;
+use kube_dmem_runtime::watch::{WatchContext, drive};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, info_span};
 
+use crate::decide::observed::{Observed, prune_node, prune_pod};
 use crate::metrics::Metrics;
-use crate::observed::{Observed, prune_node, prune_pod};
 
 /// Pods that finished hold no VRAM; leaving them out of the watch keeps the cache small.
 const ACTIVE_PODS: &str = "status.phase!=Succeeded,status.phase!=Failed";
@@ -131,7 +131,11 @@ impl Caches {
             watcher::Config::default(),
         )
         .modify(prune_node);
-        let ctx = (metrics.clone(), trigger.clone(), stop.clone());
+        let ctx = WatchContext {
+            errors: metrics.watch_errors.clone(),
+            trigger: trigger.clone(),
+            stop: stop.clone(),
+        };
         tasks.spawn(
             drive("dmemquotas", quota_stream, quota_writer, ctx.clone())
                 .instrument(info_span!("watch", resource = "dmemquotas")),
@@ -168,37 +172,5 @@ impl Caches {
             pods.iter().map(AsRef::as_ref),
             nodes.iter().map(AsRef::as_ref),
         )
-    }
-}
-
-/// Feeds one watch into its store until `stop`; errors are logged and counted, and the watcher
-/// retries with kube's default backoff.
-async fn drive<K, S>(
-    resource: &'static str,
-    stream: S,
-    writer: Writer<K>,
-    (metrics, trigger, stop): (Metrics, Arc<Notify>, CancellationToken),
-) where
-    K: Resource + Clone + Debug + Send + Sync + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
-{
-    let events = stream.default_backoff().reflect(writer);
-    futures::pin_mut!(events);
-    loop {
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            next = events.next() => match next {
-                // Initial list items arrive before the store is swapped in; poke once at InitDone.
-                Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
-                Some(Ok(_)) => trigger.notify_one(),
-                Some(Err(err)) => {
-                    metrics.watch_errors.get_or_create(&vec![("resource", resource)]).inc();
-                    warn!(resource, error = &err as &dyn std::error::Error, "Watch failed, retrying");
-                }
-                None => break,
-            },
-        }
     }
 }

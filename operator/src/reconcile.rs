@@ -9,8 +9,8 @@ use tracing::{debug, info, instrument};
 
 use crate::controller::Context;
 use crate::decide::decide;
-use crate::notices::outcome_notices;
-use crate::remediation::RemediationState;
+use crate::decide::notices::outcome_notices;
+use crate::decide::remediation::RemediationState;
 
 /// How soon to run again after failed writes or attempted evictions (whose refusals the next
 /// status must show).

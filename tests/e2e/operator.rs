@@ -243,7 +243,7 @@ fn pod_disruption_budget_blocks_eviction_until_removed() {
         )?;
 
         let q = wait_quota(ctx, "q", STATUS, "EvictionBlocked True", |q| {
-            // Condition type EvictionBlocked (operator/src/status.rs), True while refused.
+            // Condition type EvictionBlocked (operator/src/decide/status.rs), True while refused.
             condition(q, "EvictionBlocked").is_some_and(|c| c["status"] == "True")
         })?;
         let blocked = condition(&q, "EvictionBlocked")

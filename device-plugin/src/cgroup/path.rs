@@ -3,8 +3,9 @@
 //! driver) and `*-pod<UID_>.slice` (systemd driver) under any cgroup-root prefix, including kind's
 //! `kubelet.slice/kubelet-kubepods.slice/...` and a kind node seen from its host.
 //!
-//! CORE: name matching and the expected-path computation are pure. The scan is a thin loop over
-//! `CgroupFs::children` (no `std::fs`), so the same code runs against a tempdir, FUSE or the simulator.
+//! EDGE (the scan reads directories through `CgroupFs::children`, never `std::fs`, so the same code
+//! runs against a tempdir, FUSE or the simulator); name matching and the expected-path computation
+//! are pure functions with table tests in `path/tests.rs`.
 //! We scan rather than compute because the layout depends on the driver, `--cgroup-root`, the QoS class
 //! and feature gates (`docs/kubelet.md` §4.6); [`expected_pod_cgroup`] is the fast path to try
 //! first.

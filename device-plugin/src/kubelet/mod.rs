@@ -1,14 +1,11 @@
 //! The kubelet edge of the node agent: the device plugin (VRAM units as the extended resource
 //! `kube-dmem.io/vram`), its registration and socket lifecycle, and the PodResources client.
 //!
-//! Layer: EDGE overall; the decisions live in the CORE submodules `inventory`, `allocate` and
-//! `grants`, which take values and return values. Kubelet facts are in `docs/kubelet.md` §1–§3, §7.
+//! Layer: EDGE; its decisions live in [`decide`] (inventory, allocate, device IDs, grants), which
+//! take values and return values and are checked for purity by path. Kubelet facts are in `docs/kubelet.md` §1–§3, §7.
 
-pub mod allocate;
-pub mod device_id;
+pub mod decide;
 pub mod devnodes;
-pub mod grants;
-pub mod inventory;
 pub mod plugin;
 pub mod podresources;
 pub mod proto;

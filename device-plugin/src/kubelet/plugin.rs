@@ -2,7 +2,7 @@
 //!
 //! It translates between gRPC and the CORE modules: `ListAndWatch` streams
 //! [`list_and_watch_response`] of every inventory published on a `tokio::sync::watch` channel,
-//! `GetPreferredAllocation` and `Allocate` call [`allocate`](mod@super::allocate), and
+//! `GetPreferredAllocation` and `Allocate` call [`allocate`](mod@super::decide::allocate), and
 //! `PreStartContainer` hands the device IDs to the injected [`PreStart`] hook (the node agent applies
 //! and verifies the pod's limits there, so a container never starts without them).
 
@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
-use super::allocate::{self, pci_address};
+use super::decide::allocate::{self, pci_address};
+use super::decide::inventory::{Inventory, list_and_watch_response};
 use super::devnodes::DeviceNodes;
-use super::inventory::{Inventory, list_and_watch_response};
 use super::proto::v1beta1::device_plugin_server::DevicePlugin;
 use super::proto::v1beta1::{
     AllocateRequest, AllocateResponse, ContainerPreferredAllocationResponse, DevicePluginOptions,

@@ -4,7 +4,7 @@
 //! restart, so the client connects per call instead of keeping a channel. The answer lists every
 //! active pod's devices of every resource, so the receive limit is raised to 16 MiB like the
 //! kubelet's own clients (`docs/kubelet.md` §2.3). Joining the answer with pod UIDs is CORE, in
-//! [`grants`](super::grants).
+//! [`grants`](super::decide::grants).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

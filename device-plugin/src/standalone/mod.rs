@@ -2,7 +2,7 @@
 //!
 //! EDGE: pods and quotas come from local YAML (an embedded example by default), the kernel is the
 //! in-process simulator, and a live table goes to stdout. The agent side is the production round
-//! ([`crate::node::run_round`]) over the same `CgroupFs` interface the DaemonSet uses; only the roles
+//! ([`crate::round::run_round`]) over the same `CgroupFs` interface the DaemonSet uses; only the roles
 //! the kubelet, the container runtime and the GPU workload play on a real node are simulated here
 //! ([`sim_node`]): creating pod cgroups, and allocating the VRAM each pod's
 //! `sim.kube-dmem.io/usage` annotation asks for, after the agent has applied its limits.
@@ -19,8 +19,8 @@ use kube_dmem_crds::select::quota_facts;
 use kube_dmem_sim::{Profile, SimConfig};
 
 use crate::cgroup::{CgroupError, CgroupPath, SimCgroups};
-use crate::node::{RoundConfig, RoundReport, run_round};
-use crate::pressure::PressureThresholds;
+use crate::decide::pressure::PressureThresholds;
+use crate::round::{RoundConfig, RoundReport, run_round};
 use inputs::{Inputs, InputsError};
 use sim_node::{SimNode, SimNodeError};
 

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::node::{PodReport, RegionReport, RoundReport};
+use crate::round::{PodReport, RegionReport, RoundReport};
 
 const HEADER: [&str; 10] = [
     "POD", "QUOTA", "REGION", "USAGE", "MIN", "LOW", "HIGH", "MAX", "TIER", "LIMITS",

@@ -1,7 +1,7 @@
 use super::*;
 use kube_dmem_crds::PressureTier;
 
-use crate::node::{LimitsOutcome, PodReport};
+use crate::round::{LimitsOutcome, PodReport};
 
 const R0: &str = "drm/0000:03:00.0/vram0";
 const R1: &str = "drm/0000:0a:00.0/vram";

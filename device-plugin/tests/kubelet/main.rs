@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use double::{KubeletDouble, WAIT};
+use kube_dmem_device_plugin::kubelet::decide::inventory::{Inventory, RegionKey};
 use kube_dmem_device_plugin::kubelet::devnodes::{DevDir, DeviceNodes, NoDeviceNodes};
-use kube_dmem_device_plugin::kubelet::inventory::{Inventory, RegionKey};
 use kube_dmem_device_plugin::kubelet::plugin::{DevicePluginService, PreStart, PreStartError};
 use kube_dmem_device_plugin::kubelet::registration::{
     Registrar, RegistrationConfig, RegistrationStatus,

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use kube_dmem_device_plugin::kubelet::RESOURCE_NAME;
-use kube_dmem_device_plugin::kubelet::grants::{Grant, KnownPod, SkipReason, join};
+use kube_dmem_device_plugin::kubelet::decide::grants::{Grant, KnownPod, SkipReason, join};
 use kube_dmem_device_plugin::kubelet::podresources::PodResourcesClient;
 use kube_dmem_device_plugin::kubelet::proto::podresources::{
     ContainerDevices, ContainerResources, PodResources,

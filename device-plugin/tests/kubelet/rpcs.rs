@@ -1,6 +1,6 @@
 //! The kubelet calling GetPreferredAllocation, Allocate and PreStartContainer on the registered plugin.
 
-use kube_dmem_device_plugin::kubelet::allocate::{ENV_REGION, ENV_VRAM_BYTES};
+use kube_dmem_device_plugin::kubelet::decide::allocate::{ENV_REGION, ENV_VRAM_BYTES};
 use kube_dmem_device_plugin::kubelet::plugin::PreStartError;
 use kube_dmem_device_plugin::kubelet::proto::v1beta1::{
     AllocateRequest, ContainerAllocateRequest, ContainerPreferredAllocationRequest,

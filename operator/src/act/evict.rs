@@ -10,7 +10,7 @@ use tracing::warn;
 
 use super::{ActError, Actor, timed};
 use crate::decide::chain;
-use crate::remediation::{Eviction, EvictionOutcome};
+use crate::decide::remediation::{Eviction, EvictionOutcome};
 
 impl Actor {
     pub(super) async fn evict(&self, eviction: &Eviction) -> EvictionOutcome {

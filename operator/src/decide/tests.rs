@@ -2,9 +2,9 @@
 //! remediation, with an injected clock.
 
 use super::*;
+use crate::decide::remediation::EvictionOutcome;
+use crate::decide::status::{QUOTA_CONDITION_EVICTION_BLOCKED, find as find_condition};
 use crate::fixtures::{TestPod, TestQuota, observed, ts};
-use crate::remediation::EvictionOutcome;
-use crate::status::{QUOTA_CONDITION_EVICTION_BLOCKED, find as find_condition};
 use kube_dmem_crds::{
     QUOTA_CONDITION_CONFLICT, QUOTA_CONDITION_READY, REASON_EVICTION_BLOCKED, REASON_INVALID_SPEC,
     REASON_NO_CONFLICT, REASON_OUTRANKED, REASON_RECONCILED,

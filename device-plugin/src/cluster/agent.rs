@@ -1,0 +1,399 @@
+//! EDGE: the agent between rounds and one round of cluster mode: inputs from the cached objects,
+//! the kernel round in `spawn_blocking`, then the API writes the round calls for, through an
+//! [`ApiSink`]. Conditions are written only on a status or reason change ([`conditions`]), the
+//! node regions only when they change, so steady state makes zero API writes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube_dmem_crds::regions::format_regions;
+use kube_dmem_crds::select::QuotaRef;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::backend::{Backend, BackendError};
+use crate::cluster::api::{ApiSink, ApiWrite, node_ref, pod_ref};
+use crate::cluster::objects::Objects;
+use crate::decide::backoff::Backoff;
+use crate::decide::conditions::{self, ConditionKey};
+use crate::decide::inputs::{InvalidQuota, LastValid, by_uid, keep_last_valid, round_inputs};
+use crate::kubelet::decide::grants::Grants;
+use crate::kubelet::decide::inventory::Inventory;
+use crate::metrics::{Metrics, Published};
+use crate::round::{LimitsOutcome, RoundConfig, RoundReport};
+
+/// First wait after a failed condition write; doubles up to [`CONDITIONS_BACKOFF_MAX`]. Rounds go
+/// on meanwhile: enforcement never waits for the API server.
+const CONDITIONS_BACKOFF_INITIAL: Duration = Duration::from_millis(500);
+/// Longest wait between condition write attempts while the API server fails.
+const CONDITIONS_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// First wait after a failed node annotation or event write. These fail for reasons a retry rarely
+/// cures (missing RBAC, an admission webhook), so they back off further than conditions do.
+const SIDE_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+/// Longest wait between node annotation or event write attempts.
+const SIDE_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Why a round failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    /// The kernel side failed.
+    #[error("kernel round failed")]
+    Backend(#[from] BackendError),
+    /// The blocking task panicked or the kernel lock was poisoned.
+    #[error("the kernel round task failed")]
+    Task,
+}
+
+impl RoundError {
+    /// PascalCase reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Backend(e) => e.reason(),
+            Self::Task => "RoundTaskFailed",
+        }
+    }
+}
+
+/// The agent's state between rounds.
+pub struct Agent {
+    node: String,
+    backend: Arc<Mutex<Backend>>,
+    round_cfg: RoundConfig,
+    metrics: Metrics,
+    inventory: watch::Sender<Inventory>,
+    /// Condition keys written per pod (`namespace/name`), so a write is not repeated before the
+    /// watch brings it back.
+    written: BTreeMap<String, ConditionKey>,
+    /// The regions annotation value last applied.
+    published_regions: Option<String>,
+    dmem_event_sent: bool,
+    /// Quotas invalid last round, so each is logged once when it turns invalid.
+    invalid_quotas: BTreeSet<QuotaRef>,
+    /// The last valid spec of every quota, kept in force while its current spec is invalid.
+    last_valid: LastValid,
+    gauges: Published,
+    /// Backoff of pod condition writes; while it runs, no write goes out (the server is likely down).
+    conditions_backoff: Backoff,
+    /// Backoff of the node annotation, on its own so its failures never hold back conditions.
+    node_backoff: Backoff,
+    /// Backoff of events, on its own likewise.
+    event_backoff: Backoff,
+}
+
+impl Agent {
+    /// An agent for `node` over `backend`; inventories go to `inventory`.
+    pub fn new(
+        node: String,
+        backend: Backend,
+        round_cfg: RoundConfig,
+        metrics: Metrics,
+        inventory: watch::Sender<Inventory>,
+    ) -> Self {
+        metrics
+            .dmem_available
+            .set(i64::from(backend.unavailable().is_none()));
+        Self::new_shared(
+            node,
+            Arc::new(Mutex::new(backend)),
+            round_cfg,
+            metrics,
+            inventory,
+        )
+    }
+
+    fn new_shared(
+        node: String,
+        backend: Arc<Mutex<Backend>>,
+        round_cfg: RoundConfig,
+        metrics: Metrics,
+        inventory: watch::Sender<Inventory>,
+    ) -> Self {
+        Self {
+            node,
+            backend,
+            round_cfg,
+            metrics,
+            inventory,
+            written: BTreeMap::new(),
+            published_regions: None,
+            dmem_event_sent: false,
+            invalid_quotas: BTreeSet::new(),
+            last_valid: LastValid::new(),
+            gauges: Published::default(),
+            conditions_backoff: Backoff::new(CONDITIONS_BACKOFF_INITIAL, CONDITIONS_BACKOFF_MAX),
+            node_backoff: Backoff::new(SIDE_BACKOFF_INITIAL, SIDE_BACKOFF_MAX),
+            event_backoff: Backoff::new(SIDE_BACKOFF_INITIAL, SIDE_BACKOFF_MAX),
+        }
+    }
+
+    /// A fresh agent over the same kernel, as after a restart of the process: every memory of
+    /// earlier rounds is gone, the kernel state is not.
+    #[cfg(test)]
+    pub(crate) fn restarted(&self) -> Self {
+        let (inventory, _) = watch::channel(Inventory::default());
+        Self::new_shared(
+            self.node.clone(),
+            Arc::clone(&self.backend),
+            self.round_cfg.clone(),
+            self.metrics.clone(),
+            inventory,
+        )
+    }
+
+    /// Forgets what was written, so the next round compares with the cache alone (the periodic
+    /// resync heals writes that were lost or undone by someone else).
+    pub fn forget_writes(&mut self) {
+        self.written.clear();
+    }
+
+    /// One round: kernel first, then the API writes it calls for. Returns the kernel report.
+    pub async fn round(
+        &mut self,
+        objects: &Objects,
+        grants: Option<&Grants>,
+        sink: &dyn ApiSink,
+        now: Timestamp,
+    ) -> Result<RoundReport, RoundError> {
+        let inputs = round_inputs(objects, grants);
+        self.note_invalid(&inputs.invalid);
+        let (quotas, invalid) = keep_last_valid(&inputs, &mut self.last_valid);
+        // Act on the kernel (blocking I/O, off the async threads).
+        let timer = self.metrics.time_round();
+        let backend = Arc::clone(&self.backend);
+        let cfg = self.round_cfg.clone();
+        let (pods, facts) = (inputs.pods.clone(), inputs.facts);
+        let result = tokio::task::spawn_blocking(move || {
+            let mut backend = backend.lock().map_err(|_| RoundError::Task)?;
+            backend
+                .round(&cfg, &pods, &facts, &quotas, &invalid)
+                .map_err(RoundError::Backend)
+        })
+        .await
+        .map_err(|_| RoundError::Task)
+        .and_then(|r| r);
+        drop(timer);
+        let report = match result {
+            Ok(report) => report,
+            Err(err) => {
+                Metrics::inc(&self.metrics.rounds, "result", "error");
+                Metrics::inc(&self.metrics.kernel_errors, "reason", err.reason());
+                return Err(err);
+            }
+        };
+        Metrics::inc(&self.metrics.rounds, "result", "ok");
+        self.metrics.kernel_writes.inc_by(report.writes as u64);
+        self.metrics.observe_round(&report, &mut self.gauges);
+        self.publish_inventory(&report);
+        // Report (pure decisions, then the client).
+        let writes = self.plan_writes(&report, &inputs.pods, now);
+        self.perform(writes, sink).await;
+        Ok(report)
+    }
+
+    fn note_invalid(&mut self, invalid: &[InvalidQuota]) {
+        let now: BTreeSet<QuotaRef> = invalid.iter().map(|q| q.key.clone()).collect();
+        for quota in invalid {
+            if !self.invalid_quotas.contains(&quota.key) {
+                warn!(quota = %quota.key, error = %quota.error,
+                    "Invalid DmemQuota: its last valid spec stays in force, or its pods are left as they are");
+            }
+        }
+        self.metrics
+            .invalid_quotas
+            .set(i64::try_from(now.len()).unwrap_or(i64::MAX));
+        self.invalid_quotas = now;
+    }
+
+    fn publish_inventory(&self, report: &RoundReport) {
+        let capacity = report
+            .regions
+            .iter()
+            .map(|r| (r.region.clone(), r.bytes))
+            .collect();
+        self.inventory
+            .send_if_modified(|inv| match inv.observe(&capacity) {
+                Ok(next) if next != *inv => {
+                    *inv = next;
+                    true
+                }
+                Ok(_) => false,
+                Err(err) => {
+                    warn!(
+                        reason = err.reason(),
+                        error = &err as &dyn std::error::Error,
+                        "Inventory not updated"
+                    );
+                    false
+                }
+            });
+    }
+
+    /// The writes this round calls for, in order: node annotation and event, then per pod.
+    fn plan_writes(
+        &mut self,
+        report: &RoundReport,
+        pods: &[Arc<k8s_openapi::api::core::v1::Pod>],
+        now: Timestamp,
+    ) -> Vec<ApiWrite> {
+        let mut writes = Vec::new();
+        if let Some(why) = self
+            .backend
+            .lock()
+            .ok()
+            .and_then(|b| b.unavailable().map(str::to_owned))
+        {
+            if !self.dmem_event_sent {
+                writes.push(ApiWrite::Event {
+                    regarding: node_ref(&self.node),
+                    warning: true,
+                    reason: kube_dmem_crds::REASON_DMEM_UNAVAILABLE.to_owned(),
+                    note: why,
+                });
+            }
+        } else {
+            let value = format_regions(report.regions.iter().map(|r| (r.region.as_str(), r.bytes)));
+            if self.published_regions.as_deref() != Some(value.as_str()) {
+                writes.push(ApiWrite::NodeRegions {
+                    node: self.node.clone(),
+                    value,
+                });
+            }
+        }
+        let objects = by_uid(pods);
+        let present: BTreeSet<String> = report
+            .pods
+            .iter()
+            .map(|p| pod_key(&p.facts.namespace, &p.facts.name))
+            .collect();
+        self.written.retain(|key, _| present.contains(key));
+        for pod in &report.pods {
+            let key = pod_key(&pod.facts.namespace, &pod.facts.name);
+            let current = objects
+                .get(pod.facts.uid.as_str())
+                .and_then(|p| p.status.as_ref())
+                .and_then(|s| s.conditions.as_deref())
+                .unwrap_or_default();
+            let desired = conditions::desired(pod, current, now);
+            if !desired.needs_write() {
+                self.written.remove(&key);
+                continue;
+            }
+            if self.written.get(&key) == Some(&desired.key()) {
+                // Written already; the watch has not brought it back yet.
+                continue;
+            }
+            match &pod.outcome {
+                LimitsOutcome::WriteFailed { reason, .. } => {
+                    Metrics::inc(&self.metrics.kernel_errors, "reason", reason);
+                }
+                LimitsOutcome::ReadFailed { reason, message } => {
+                    Metrics::inc(&self.metrics.kernel_errors, "reason", reason);
+                    warn!(pod = %pod.facts.name, namespace = %pod.facts.namespace, reason,
+                        error = %message, "Reading the pod's dmem files failed; its limits are left as they are");
+                }
+                _ => {}
+            }
+            if let Some(failure) = &pod.read_failure
+                && !matches!(pod.outcome, LimitsOutcome::ReadFailed { .. })
+            {
+                Metrics::inc(&self.metrics.kernel_errors, "reason", "KernelReadError");
+                warn!(pod = %pod.facts.name, namespace = %pod.facts.namespace,
+                    error = %failure, "Reading the pod's VRAM usage failed; its pressure is unknown");
+            }
+            debug!(pod = %pod.facts.name, namespace = %pod.facts.namespace, tier = %pod.tier,
+                outcome = pod.outcome.reason(), "Conditions changed");
+            writes.push(ApiWrite::PodConditions {
+                namespace: pod.facts.namespace.clone(),
+                name: pod.facts.name.clone(),
+                conditions: desired.conditions(),
+            });
+            for tr in desired.transitions.iter().filter(|t| t.wants_event()) {
+                writes.push(ApiWrite::Event {
+                    regarding: pod_ref(&pod.facts.namespace, &pod.facts.name, &pod.facts.uid),
+                    warning: tr.warning,
+                    reason: tr.reason.clone(),
+                    note: tr.message.clone(),
+                });
+            }
+        }
+        writes
+    }
+
+    /// Performs `writes` in order. A failed condition write stops this round's writes and backs
+    /// off all writes (the API server is likely down; decisions are recomputed next time from
+    /// fresher state). A failed node annotation or event is counted and backs off only its own
+    /// kind, so missing RBAC for one of them can never hold back pod conditions; writes of a kind
+    /// in backoff are skipped (the annotation is planned again each round until it goes through;
+    /// a pod event skipped meanwhile is dropped, as events are best effort).
+    async fn perform(&mut self, writes: Vec<ApiWrite>, sink: &dyn ApiSink) {
+        if writes.is_empty() || !self.conditions_backoff.ready(Instant::now()) {
+            return;
+        }
+        for write in writes {
+            if !self.backoff_of(&write).ready(Instant::now()) {
+                continue;
+            }
+            match sink.write(&write).await {
+                Ok(()) => {
+                    Metrics::inc(&self.metrics.api_writes, "kind", write.kind());
+                    self.backoff_of(&write).succeeded();
+                    self.remember(&write);
+                }
+                Err(err) if err.is_not_found() => {
+                    debug!(
+                        error = &err as &dyn std::error::Error,
+                        "Object gone, write dropped"
+                    );
+                }
+                Err(err) => {
+                    Metrics::inc(&self.metrics.api_errors, "reason", err.reason());
+                    let retry_in = self.backoff_of(&write).failed(Instant::now());
+                    warn!(
+                        error = &err as &dyn std::error::Error,
+                        kind = write.kind(),
+                        ?retry_in,
+                        "API write failed"
+                    );
+                    if matches!(write, ApiWrite::PodConditions { .. }) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn backoff_of(&mut self, write: &ApiWrite) -> &mut Backoff {
+        match write {
+            ApiWrite::PodConditions { .. } => &mut self.conditions_backoff,
+            ApiWrite::NodeRegions { .. } => &mut self.node_backoff,
+            ApiWrite::Event { .. } => &mut self.event_backoff,
+        }
+    }
+
+    fn remember(&mut self, write: &ApiWrite) {
+        match write {
+            ApiWrite::PodConditions {
+                conditions,
+                namespace,
+                name,
+            } => {
+                let key = conditions::key_of(conditions);
+                let reasons: Vec<&str> = key.iter().map(|(_, _, r)| r.as_str()).collect();
+                info!(namespace = %namespace, pod = %name, reasons = ?reasons, "Pod conditions applied");
+                self.written.insert(pod_key(namespace, name), key);
+            }
+            ApiWrite::NodeRegions { value, .. } => self.published_regions = Some(value.clone()),
+            ApiWrite::Event { regarding, .. } if regarding.kind.as_deref() == Some("Node") => {
+                self.dmem_event_sent = true;
+            }
+            ApiWrite::Event { .. } => {}
+        }
+    }
+}
+
+fn pod_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}

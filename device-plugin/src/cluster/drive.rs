@@ -1,0 +1,184 @@
+//! EDGE: the agent loop, apart from its wiring. [`run`](super::run) builds the real parts (the
+//! watch caches, the kube sink, the kubelet clients) and hands them to [`drive`]; the node agent
+//! benchmark (`benches/agent.rs`) hands it an in-memory object source and a recording sink, so it
+//! measures this very loop, with its real timers, without an API server.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::agent::Agent;
+use super::cgroup_watch::CgroupSignal;
+use super::health::Health;
+use super::prestart::RoundRequest;
+use crate::cluster::api::ApiSink;
+use crate::cluster::objects::{Caches, Objects};
+use crate::decide::inputs;
+use crate::kubelet::RESOURCE_NAME;
+use crate::kubelet::decide::grants::{Grants, join};
+use crate::kubelet::decide::inventory::Inventory;
+use crate::kubelet::podresources::PodResourcesClient;
+use crate::round::LimitsOutcome;
+
+/// Quiet time after a pod or quota change before the round, so a burst of watch events (a
+/// Deployment scaling up) makes one round, not one per event.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Where the loop reads pods and quotas from at the start of each round: the watch caches in
+/// production ([`Caches`]), memory in the benchmark. A snapshot must not call the API server.
+pub trait ObjectSource: Send + Sync {
+    /// The objects now.
+    fn snapshot(&self) -> Objects;
+}
+
+impl ObjectSource for Caches {
+    fn snapshot(&self) -> Objects {
+        Caches::snapshot(self)
+    }
+}
+
+/// The kubelet side of the loop, present when a kubelet runs on the node.
+pub struct KubeletSide {
+    /// The PodResources client, listed before each round.
+    pub pod_resources: PodResourcesClient,
+    /// The device plugin's inventory, to join grants against.
+    pub inventory: watch::Receiver<Inventory>,
+}
+
+/// Everything the loop drives; [`drive`] runs it.
+pub struct Loop<'a> {
+    /// The agent's state between rounds.
+    pub agent: Agent,
+    /// Pods and quotas.
+    pub objects: &'a dyn ObjectSource,
+    /// Where the API writes go.
+    pub sink: &'a dyn ApiSink,
+    /// Poked on a pod or quota change; the round follows after [`DEBOUNCE`].
+    pub trigger: Arc<Notify>,
+    /// Raised when a pod cgroup appears (the round follows at once); told after every round
+    /// whether a pod still waits for its cgroup.
+    pub new_cgroup: Arc<CgroupSignal>,
+    /// PreStart requests; each gets the pod's outcome after the round.
+    pub rounds: mpsc::Receiver<RoundRequest>,
+    /// PodResources and inventory, without a kubelet `None`.
+    pub kubelet: Option<KubeletSide>,
+    /// Pressure polling interval.
+    pub poll_interval: Duration,
+    /// Full re-evaluation interval.
+    pub resync: Duration,
+    /// Set ready after the first good round.
+    pub health: Arc<Health>,
+}
+
+/// Runs rounds until `stop`: on a request, a new cgroup, a (debounced) change, every poll interval
+/// and every resync (which also forgets what was written).
+pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
+    let Loop {
+        mut agent,
+        objects,
+        sink,
+        trigger,
+        new_cgroup,
+        mut rounds,
+        kubelet,
+        poll_interval,
+        resync,
+        health,
+    } = parts;
+    let mut poll = tokio::time::interval(poll_interval);
+    let mut resync = tokio::time::interval(resync);
+    resync.tick().await;
+    let mut grants: Option<Grants> = None;
+    loop {
+        let mut pending: Option<RoundRequest> = None;
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            Some(req) = rounds.recv() => pending = Some(req),
+            () = new_cgroup.appeared() => {}
+            // A new cgroup cuts the debounce short: its limits must precede the workload.
+            // A pod change may be a new pod whose cgroup the kubelet is about to make: scan fast
+            // until the next round has found every pod's cgroup.
+            () = trigger.notified() => {
+                new_cgroup.expect(true);
+                tokio::select! {
+                    biased;
+                    () = new_cgroup.appeared() => {}
+                    () = tokio::time::sleep(DEBOUNCE) => {}
+                }
+            }
+            _ = poll.tick() => {}
+            _ = resync.tick() => agent.forget_writes(),
+        }
+        let snapshot = objects.snapshot();
+        if let Some(k) = &kubelet {
+            grants = refresh_grants(&k.pod_resources, &snapshot, &k.inventory, grants.take()).await;
+        }
+        let result = agent
+            .round(&snapshot, grants.as_ref(), sink, Timestamp::now())
+            .await;
+        match &result {
+            Ok(report) => {
+                health.set_ready();
+                let waiting = report
+                    .pods
+                    .iter()
+                    .any(|p| p.outcome == LimitsOutcome::CgroupNotFound);
+                new_cgroup.expect(waiting);
+            }
+            Err(err) => warn!(
+                reason = err.reason(),
+                error = err as &dyn std::error::Error,
+                "Round failed"
+            ),
+        }
+        if let Some(req) = pending {
+            let outcome = result.ok().and_then(|report| {
+                report
+                    .pods
+                    .into_iter()
+                    .find(|p| {
+                        (p.facts.namespace.as_str(), p.facts.name.as_str())
+                            == (req.pod.0.as_str(), req.pod.1.as_str())
+                    })
+                    .map(|p| p.outcome)
+            });
+            let _ = req.reply.send(outcome);
+        }
+    }
+}
+
+/// Fresh grants from PodResources; on failure the last known ones stay in use.
+async fn refresh_grants(
+    pr: &PodResourcesClient,
+    objects: &Objects,
+    inventory: &watch::Receiver<Inventory>,
+    last: Option<Grants>,
+) -> Option<Grants> {
+    let listed_at = SystemTime::now();
+    match pr.list().await {
+        Ok(list) => {
+            let known = inputs::known_pods(objects);
+            // Borrowed only now, never across the await, so the loop's future stays `Send`.
+            Some(join(
+                &list,
+                &known,
+                &inventory.borrow(),
+                RESOURCE_NAME,
+                listed_at,
+            ))
+        }
+        Err(err) => {
+            warn!(
+                reason = err.reason(),
+                error = &err as &dyn std::error::Error,
+                "PodResources unavailable, using the last grants"
+            );
+            last
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! CORE: what one round reads, from the cached objects and the kubelet's grants: the pods that
+//! still run on this node (finished pods hold no VRAM and are left alone), their rule facts with the
+//! VRAM units PodResources says they hold, and the quotas split into valid and invalid.
+//!
+//! Bad input never loosens a limit ([`keep_last_valid`]): a quota whose spec turns invalid (or
+//! stops deserializing) keeps its last valid spec in force, remembered across rounds by UID; one
+//! never seen valid leaves the pods it may govern (those its selector matches, or its whole
+//! namespace when even the selector is unreadable) as they are. Only deleting a quota releases
+//! its pods.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube_dmem_crds::select::{self, PodFacts, QuotaFacts, QuotaRef, Selector, quota_facts};
+
+use crate::cluster::objects::Objects;
+use crate::kubelet::decide::grants::{Grants, KnownPod};
+use crate::round::InvalidQuotas;
+
+/// The inputs of one round.
+#[derive(Clone, Debug, Default)]
+pub struct RoundInputs {
+    /// Running (not finished) pods of this node, in cache order.
+    pub pods: Vec<Arc<Pod>>,
+    /// Their rule facts, in the same order.
+    pub facts: Vec<PodFacts>,
+    /// Valid quotas, each with its `metadata.uid`.
+    pub quotas: Vec<(QuotaFacts, Option<String>)>,
+    /// Quotas that are invalid or do not deserialize.
+    pub invalid: Vec<InvalidQuota>,
+}
+
+/// A quota whose current spec cannot be applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InvalidQuota {
+    /// Namespace and name.
+    pub key: QuotaRef,
+    /// `metadata.uid`: a remembered spec is reused only for the same object.
+    pub uid: Option<String>,
+    /// Which of the namespace's pods it may govern.
+    pub scope: Scope,
+    /// Why it is invalid.
+    pub error: String,
+}
+
+/// The pods an invalid quota may govern.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scope {
+    /// Those its (valid) selector matches.
+    Selector(Selector),
+    /// Every pod of its namespace: its selector cannot be read.
+    Namespace,
+}
+
+/// The last valid spec of each quota, by namespace and name, with the UID it was seen under.
+pub type LastValid = BTreeMap<QuotaRef, (Option<String>, QuotaFacts)>;
+
+/// Updates `memory` from this round's quotas and says how the invalid ones are treated: the
+/// quotas to apply (valid ones, plus the last valid spec of each invalid one that has one) and
+/// what the round must know about the invalid ones. Quotas that no longer exist are forgotten.
+pub fn keep_last_valid(
+    inputs: &RoundInputs,
+    memory: &mut LastValid,
+) -> (Vec<QuotaFacts>, InvalidQuotas) {
+    let present: std::collections::BTreeSet<&QuotaRef> = inputs
+        .quotas
+        .iter()
+        .map(|(q, _)| &q.key)
+        .chain(inputs.invalid.iter().map(|q| &q.key))
+        .collect();
+    memory.retain(|key, _| present.contains(key));
+    let mut quotas = Vec::with_capacity(inputs.quotas.len());
+    for (facts, uid) in &inputs.quotas {
+        memory.insert(facts.key.clone(), (uid.clone(), facts.clone()));
+        quotas.push(facts.clone());
+    }
+    let mut out = InvalidQuotas::default();
+    for bad in &inputs.invalid {
+        match memory.get(&bad.key) {
+            Some((uid, last)) if *uid == bad.uid => {
+                quotas.push(last.clone());
+                out.stale.insert(bad.key.clone(), bad.error.clone());
+            }
+            _ => {
+                for pod in inputs.facts.iter().filter(|p| in_scope(bad, p)) {
+                    out.held
+                        .entry(pod.uid.clone())
+                        .or_insert_with(|| (bad.key.clone(), bad.error.clone()));
+                }
+            }
+        }
+    }
+    (quotas, out)
+}
+
+fn in_scope(quota: &InvalidQuota, pod: &PodFacts) -> bool {
+    quota.key.namespace == pod.namespace
+        && match &quota.scope {
+            Scope::Selector(selector) => selector.matches(&pod.labels),
+            Scope::Namespace => true,
+        }
+}
+
+/// Whether a pod has finished (`Succeeded` or `Failed`): its containers are gone.
+pub fn is_finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// The round inputs from `objects`, with `grants` (none without a kubelet).
+pub fn round_inputs(objects: &Objects, grants: Option<&Grants>) -> RoundInputs {
+    let pods: Vec<Arc<Pod>> = objects
+        .pods
+        .iter()
+        .filter(|p| !is_finished(p) && p.metadata.uid.is_some())
+        .cloned()
+        .collect();
+    let facts = pods
+        .iter()
+        .map(|pod| {
+            let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+            // Every region the pod holds units on: one Allocate never mixes regions, but each
+            // container is allocated on its own, so a pod can hold units of several.
+            let held = grants
+                .and_then(|g| g.by_uid.get(uid))
+                .map(|held| {
+                    held.iter()
+                        .map(|g| select::Grant {
+                            region: g.region.clone(),
+                            bytes: g.bytes,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            PodFacts::from_pod(pod, held)
+        })
+        .collect();
+    let find = |key: &QuotaRef| {
+        objects.quotas.iter().find(|q| {
+            q.metadata.namespace.as_deref() == Some(key.namespace.as_str())
+                && q.metadata.name.as_deref() == Some(key.name.as_str())
+        })
+    };
+    let uid_of = |key: &QuotaRef| find(key).and_then(|q| q.metadata.uid.clone());
+    let (valid, invalid) = quota_facts(objects.quotas.iter());
+    let mut invalid: Vec<InvalidQuota> = invalid
+        .into_iter()
+        .map(|(key, err)| {
+            let scope = find(&key)
+                .and_then(|q| Selector::compile(&q.spec.selector).ok())
+                .map_or(Scope::Namespace, Scope::Selector);
+            InvalidQuota {
+                uid: uid_of(&key),
+                key,
+                scope,
+                error: kube_dmem_crds::error_chain(&err),
+            }
+        })
+        .collect();
+    invalid.extend(objects.undecodable.iter().map(|q| {
+        InvalidQuota {
+            key: q.key.clone(),
+            uid: q.uid.clone(),
+            scope: q
+                .selector
+                .as_ref()
+                .and_then(|s| Selector::compile(s).ok())
+                .map_or(Scope::Namespace, Scope::Selector),
+            error: q.error.clone(),
+        }
+    }));
+    let quotas = valid
+        .into_iter()
+        .map(|facts| {
+            let uid = uid_of(&facts.key);
+            (facts, uid)
+        })
+        .collect();
+    RoundInputs {
+        pods,
+        facts,
+        quotas,
+        invalid,
+    }
+}
+
+/// The pods `grants::join` matches PodResources entries against.
+pub fn known_pods(objects: &Objects) -> Vec<KnownPod> {
+    objects
+        .pods
+        .iter()
+        .filter_map(|pod| {
+            let meta = &pod.metadata;
+            Some(KnownPod {
+                namespace: meta.namespace.clone()?,
+                name: meta.name.clone()?,
+                uid: meta.uid.clone()?,
+                created: meta
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or(SystemTime::UNIX_EPOCH, |t| SystemTime::from(t.0)),
+            })
+        })
+        .collect()
+}
+
+/// Pods by UID, to find a report's pod object again.
+pub fn by_uid(pods: &[Arc<Pod>]) -> BTreeMap<&str, &Pod> {
+    pods.iter()
+        .filter_map(|p| Some((p.metadata.uid.as_deref()?, p.as_ref())))
+        .collect()
+}

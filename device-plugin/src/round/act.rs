@@ -1,0 +1,110 @@
+//! EDGE: the act stage of a round, kernel writes only, each read back: a pod's planned limits,
+//! then the protection of the cgroups above the pods. Which values to write was decided before
+//! ([`crate::decide::limits`], [`crate::decide::ancestors`]); this module only carries it out and
+//! says what the kernel kept.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::error_chain;
+use super::observe::read_bytes;
+use super::report::LimitsOutcome;
+use crate::cgroup::dmem::{Applied, apply_limit};
+use crate::cgroup::format::DmemValue;
+use crate::cgroup::{CgroupError, CgroupFile, CgroupFs, CgroupPath};
+use crate::decide::ancestors::{ChildReading, PerRegion, ancestor_lows};
+use crate::decide::limits::{ObservedPod, PodPlan};
+
+/// Writes `pod_plan`'s values to the pod's cgroup; every write is attempted even after one fails
+/// (a region that can be limited should be). The first failure is the outcome.
+pub fn pod_limits(fs: &dyn CgroupFs, pod: &ObservedPod, pod_plan: &PodPlan) -> LimitsOutcome {
+    if pod.cgroup.is_none() {
+        return LimitsOutcome::CgroupNotFound;
+    }
+    // Every write is attempted even after one fails: a region that can be limited should be.
+    let mut outcome = None;
+    for w in &pod_plan.writes {
+        let result = apply_limit(fs, &w.cgroup, w.file, &w.region, w.value);
+        let failed = match result {
+            Ok(Applied::Confirmed(_)) => None,
+            Ok(Applied::NotApplied { wanted, actual }) => Some(LimitsOutcome::MaxBelowUsage {
+                region: w.region.clone(),
+                wanted,
+                actual,
+            }),
+            Err(e) if e.is_not_found() => Some(LimitsOutcome::CgroupNotFound),
+            Err(e) => Some(LimitsOutcome::WriteFailed {
+                reason: e.reason(),
+                message: error_chain(&e),
+            }),
+        };
+        outcome = outcome.or(failed);
+    }
+    outcome.unwrap_or(
+        if pod_plan.governing.is_some() || !pod.facts.grants.is_empty() {
+            LimitsOutcome::Applied
+        } else {
+            LimitsOutcome::NotGoverned
+        },
+    )
+}
+
+/// Reads what [`ancestor_lows`] needs for the ancestors of `pods` (below the root, which has no
+/// `dmem.low`), then writes every ancestor low that differs. `pods` maps each pod cgroup to its
+/// usage as read this round and the low it will have after it. Returns the number of writes.
+pub fn protect_ancestors(
+    fs: &dyn CgroupFs,
+    pods: &BTreeMap<CgroupPath, ChildReading>,
+    regions: &[String],
+) -> Result<usize, CgroupError> {
+    let ancestors: BTreeSet<CgroupPath> = pods
+        .keys()
+        .flat_map(|pod| pod.ancestors_and_self())
+        .filter(|p| !p.is_root() && !pods.contains_key(p))
+        .collect();
+    let mut children = BTreeMap::new();
+    let mut readings = BTreeMap::new();
+    for ancestor in &ancestors {
+        let kids: Vec<CgroupPath> = fs
+            .children(ancestor)?
+            .iter()
+            .filter_map(|name| ancestor.join(name).ok())
+            .collect();
+        for kid in &kids {
+            let reading = match pods.get(kid) {
+                Some(pod) => pod.clone(),
+                None => ChildReading {
+                    usage: read_bytes(fs, kid, CgroupFile::DmemCurrent)?,
+                    low: if ancestors.contains(kid) {
+                        PerRegion::new()
+                    } else {
+                        read_bytes(fs, kid, CgroupFile::DmemLow)?
+                    },
+                },
+            };
+            readings.insert(kid.clone(), reading);
+        }
+        children.insert(ancestor.clone(), kids);
+    }
+    let wanted = ancestor_lows(&ancestors, &children, &readings, regions);
+    let mut writes = 0;
+    for (ancestor, lows) in wanted {
+        let in_force = read_bytes(fs, &ancestor, CgroupFile::DmemLow)?;
+        for (region, low) in lows {
+            if in_force.get(&region).copied().unwrap_or(0) == low {
+                continue;
+            }
+            writes += 1;
+            if let Applied::NotApplied { wanted, actual } = apply_limit(
+                fs,
+                &ancestor,
+                CgroupFile::DmemLow,
+                &region,
+                DmemValue::Bytes(low),
+            )? {
+                // The kernel never refuses a low; seeing this means someone else wrote meanwhile.
+                tracing::warn!(cgroup = %ancestor.as_str(), region, %wanted, %actual, "Ancestor low changed under us");
+            }
+        }
+    }
+    Ok(writes)
+}

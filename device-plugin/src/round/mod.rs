@@ -1,0 +1,170 @@
+//! The driver for this node: one enforcement round, observe -> decide -> act -> report.
+//!
+//! EDGE driver: [`observe`] reads and [`act`] writes the kernel through a `&dyn CgroupFs` (the
+//! real cgroupfs or the simulator, unchanged); the decisions are the CORE functions of
+//! [`crate::decide`] and the report is assembled by [`report`]. The same round serves the DaemonSet
+//! and the standalone mode, so what a demo shows is what a node does.
+
+pub mod act;
+pub mod observe;
+pub mod report;
+
+use std::collections::BTreeMap;
+
+use kube_dmem_crds::limits::HighSupport;
+use kube_dmem_crds::select::{PodFacts, QuotaFacts, QuotaRef};
+
+pub use report::{LimitsOutcome, PodReport, RegionReport, RoundReport};
+
+use crate::cgroup::{CgroupError, CgroupFs, CgroupPath};
+use crate::decide::ancestors::ChildReading;
+use crate::decide::limits::{ObservedPod, PodPlan, plan};
+use crate::decide::outcome::{Verdict, after_act, before_act};
+use crate::decide::pressure::PressureThresholds;
+
+/// Settings of a round that do not change between rounds.
+#[derive(Clone, Debug)]
+pub struct RoundConfig {
+    /// Where pod cgroups are searched (normally the hierarchy root).
+    pub scan_root: CgroupPath,
+    /// Whether the kernel has a native `dmem.high` (found by probing).
+    pub high: HighSupport,
+    /// Pressure thresholds.
+    pub thresholds: PressureThresholds,
+}
+
+/// Quotas whose current spec is invalid, as a round must treat them. Bad input never loosens a
+/// limit already applied: a quota keeps its last valid spec in force, and where no valid spec of it
+/// is known, the pods it may govern are left as they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InvalidQuotas {
+    /// Quotas in force with their last valid spec (which the caller passes among the round's
+    /// quotas), with the error of the current spec.
+    pub stale: BTreeMap<QuotaRef, String>,
+    /// Pods, by UID, that an invalid quota with no known valid spec may govern, with that quota
+    /// and its error: nothing is written to them.
+    pub held: BTreeMap<String, (QuotaRef, String)>,
+}
+
+/// Runs one round for `pods` under `quotas`: applies what differs, then reads usage for pressure.
+pub fn run_round(
+    fs: &dyn CgroupFs,
+    cfg: &RoundConfig,
+    pods: &[PodFacts],
+    quotas: &[QuotaFacts],
+) -> Result<RoundReport, CgroupError> {
+    run_round_with(fs, cfg, pods, quotas, &InvalidQuotas::default())
+}
+
+/// [`run_round`], with quotas whose current spec is invalid.
+pub fn run_round_with(
+    fs: &dyn CgroupFs,
+    cfg: &RoundConfig,
+    pods: &[PodFacts],
+    quotas: &[QuotaFacts],
+    invalid: &InvalidQuotas,
+) -> Result<RoundReport, CgroupError> {
+    // Observe (kernel reads): regions, pod cgroups, what is in force in each.
+    let node = observe::node(fs, &cfg.scan_root)?;
+    let (observed, failures): (Vec<_>, Vec<_>) = pods
+        .iter()
+        .map(|facts| observe::pod(fs, facts, node.pod_cgroups.get(&facts.uid), cfg.high))
+        .unzip();
+    // Decide (pure): the limits each pod should have, and whether the round may write them.
+    let names: Vec<&str> = node.regions.iter().map(|r| r.region.as_str()).collect();
+    let decided = plan(&observed, quotas, &names, cfg.high);
+    let mut report = RoundReport {
+        region_usage: node
+            .root_usage
+            .iter()
+            .filter_map(|l| Some((l.region.clone(), l.value.bytes()?)))
+            .collect(),
+        regions: node.regions.clone(),
+        ..RoundReport::default()
+    };
+    let mut protect = BTreeMap::new();
+    for ((pod, pod_plan), failure) in observed.iter().zip(&decided.pods).zip(&failures) {
+        let failure = failure.as_ref().map(|e| (e.reason(), error_chain(e)));
+        let held = invalid.held.get(&pod.facts.uid);
+        // Act (kernel writes, each read back) unless the pod must be left alone.
+        let (outcome, applied) = match before_act(failure.clone(), held) {
+            Verdict::Hold(outcome) => (outcome, None),
+            Verdict::Apply => {
+                report.writes += pod_plan.writes.len();
+                let done = act::pod_limits(fs, pod, pod_plan);
+                let stale =
+                    (pod_plan.governing.as_ref()).and_then(|q| Some((q, invalid.stale.get(q)?)));
+                (after_act(done, stale), Some(pod_plan))
+            }
+        };
+        // Report: fresh readings, tiers and outcome.
+        let wrote = applied.is_some_and(|p| !p.writes.is_empty());
+        let readings = observe::after_act(fs, pod, wrote, cfg.high, failure.map(|f| f.1));
+        let shown = applied.cloned().unwrap_or_else(|| left_alone(pod_plan));
+        let pod_report = report::pod_report(
+            &shown,
+            &pod.facts,
+            outcome,
+            readings,
+            &report.regions,
+            &node.root_usage,
+            cfg.thresholds,
+        );
+        if let Some(cgroup) = &pod.cgroup {
+            protect.insert(cgroup.clone(), child_reading(&pod_report, applied, pod));
+        }
+        report.pods.push(pod_report);
+    }
+    // Ancestors' protection last, from the pods' lows as just written and the usage just read.
+    if failures.iter().any(Option::is_some) {
+        // An unreadable pod would count as using and protecting nothing, lowering its ancestors'
+        // protection: leave them as they are until it reads again.
+        return Ok(report);
+    }
+    let names: Vec<String> = report.regions.iter().map(|r| r.region.clone()).collect();
+    match act::protect_ancestors(fs, &protect, &names) {
+        Ok(writes) => report.writes += writes,
+        // The pods' own limits are in force; a failed ancestor write only weakens protection
+        // until the next round retries it.
+        Err(err) => tracing::warn!(
+            error = &err as &dyn std::error::Error,
+            "Protecting pod ancestors failed"
+        ),
+    }
+    Ok(report)
+}
+
+/// The plan of a pod the round left alone: nothing written.
+fn left_alone(pod_plan: &PodPlan) -> PodPlan {
+    PodPlan {
+        writes: Vec::new(),
+        ..pod_plan.clone()
+    }
+}
+
+/// The pod as its ancestors' protection sees it: its usage as just read, and its low: as planned
+/// when the round applied its limits, else as found in its cgroup.
+fn child_reading(
+    pod_report: &PodReport,
+    applied: Option<&PodPlan>,
+    pod: &ObservedPod,
+) -> ChildReading {
+    let low = match applied {
+        Some(plan) => (plan.desired.iter())
+            .map(|(region, k)| (region.clone(), k.low.unwrap_or(0)))
+            .collect(),
+        None => (pod.in_force.iter())
+            .map(|(region, f)| (region.clone(), f.low.as_limit()))
+            .collect(),
+    };
+    let usage = (pod_report.regions.iter())
+        .map(|r| (r.region.clone(), r.reading.usage))
+        .collect();
+    ChildReading { usage, low }
+}
+
+/// The error and its causes on one line, for condition messages and events.
+pub use kube_dmem_crds::error_chain;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,202 @@
+//! One round against the in-process simulator with injected kernel faults: bad input and failed
+//! reads never loosen a limit already applied.
+
+use std::collections::BTreeMap;
+
+use kube_dmem_crds::select::{PodFacts, QuotaFacts, QuotaRef, quota_facts};
+use kube_dmem_crds::{DmemQuota, PressureTier};
+use kube_dmem_sim::{Profile, SimConfig, SimKernel};
+
+use super::*;
+use crate::cgroup::CgroupFile;
+use crate::cgroup::dmem::read_values;
+use crate::cgroup::format::DmemValue;
+use crate::cgroup::sim_backend::SimCgroups;
+use crate::decide::conditions::Status;
+
+const R0: &str = "drm/0000:03:00.0/vram0";
+const G: u64 = 1 << 30;
+const POD: &str = "/kubepods/besteffort/pod0b5a4e2f-3c1d-4e5f-8a9b-0c1d2e3f4a5b";
+const UID: &str = "0b5a4e2f-3c1d-4e5f-8a9b-0c1d2e3f4a5b";
+
+/// A node with one region and one running pod cgroup, dmem enabled down to it.
+fn node() -> SimCgroups {
+    let mut kernel = SimKernel::new(SimConfig::with_profile(Profile::Current));
+    kernel.register_region(R0, 16 * G, true);
+    let fs = SimCgroups::from_kernel(kernel);
+    for dir in ["/", "/kubepods", "/kubepods/besteffort"] {
+        if dir != "/" {
+            fs.kernel()
+                .lock()
+                .expect("kernel")
+                .mkdir(dir)
+                .expect("mkdir");
+        }
+        fs.write(&path(dir), CgroupFile::CgroupSubtreeControl, "+dmem")
+            .expect("+dmem");
+    }
+    let mut k = fs.kernel().lock().expect("kernel");
+    k.mkdir(POD).expect("mkdir pod");
+    k.set_has_tasks(POD, true).expect("tasks");
+    drop(k);
+    fs
+}
+
+fn path(p: &str) -> CgroupPath {
+    CgroupPath::new(p).expect("valid path")
+}
+
+fn cfg() -> RoundConfig {
+    RoundConfig {
+        scan_root: CgroupPath::root(),
+        high: HighSupport::Emulated,
+        thresholds: PressureThresholds::default(),
+    }
+}
+
+fn pod() -> PodFacts {
+    PodFacts {
+        namespace: "ml".into(),
+        name: "train-0".into(),
+        uid: UID.into(),
+        labels: [("app".to_owned(), "train".to_owned())].into(),
+        grants: Vec::new(),
+    }
+}
+
+fn quota(max: &str) -> QuotaFacts {
+    let q: DmemQuota = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-dmem.io/v1alpha1", "kind": "DmemQuota",
+        "metadata": {"name": "q", "namespace": "ml", "uid": "quid"},
+        "spec": {"selector": {"matchLabels": {"app": "train"}},
+                 "limits": [{"region": R0, "max": max, "high": "1Gi"}]}
+    }))
+    .expect("quota");
+    quota_facts([q].iter()).0.remove(0)
+}
+
+fn max_in_force(fs: &SimCgroups) -> DmemValue {
+    read_values(fs, &path(POD), CgroupFile::DmemMax)
+        .expect("dmem.max")
+        .get(R0)
+        .expect("region line")
+}
+
+#[test]
+fn an_unreadable_limit_file_leaves_the_limits_alone_and_says_why() {
+    let fs = node();
+    let first = run_round(&fs, &cfg(), &[pod()], &[quota("4Gi")]).expect("round");
+    assert_eq!(first.pods[0].outcome, LimitsOutcome::Applied);
+    // Someone (an operator by hand, another writer) holds the pod tighter than the quota.
+    fs.write(&path(POD), CgroupFile::DmemMax, &format!("{R0} {G}"))
+        .expect("tighten");
+    for errno in [libc::EIO, libc::EACCES] {
+        fs.fail_next_at(&path(POD), CgroupFile::DmemMax, errno);
+        let writes_before = fs.writes().len();
+        let report = run_round(&fs, &cfg(), &[pod()], &[quota("4Gi")]).expect("round");
+        let outcome = &report.pods[0].outcome;
+        let LimitsOutcome::ReadFailed { message, .. } = outcome else {
+            panic!("errno {errno}: expected ReadFailed, got {outcome:?}");
+        };
+        assert!(message.contains("dmem.max"), "names the file: {message}");
+        assert_eq!(report.writes, 0, "errno {errno}: nothing written");
+        assert_eq!(fs.writes().len(), writes_before, "errno {errno}");
+        assert_eq!(max_in_force(&fs), DmemValue::Bytes(G), "errno {errno}");
+        assert_eq!(outcome.status(), Status::Unknown);
+        assert!(report.pods[0].read_failure.is_some());
+    }
+    // Readable again: the agent's own value returns (the quota says 4Gi).
+    let report = run_round(&fs, &cfg(), &[pod()], &[quota("4Gi")]).expect("round");
+    assert_eq!(report.pods[0].outcome, LimitsOutcome::Applied);
+    assert_eq!(max_in_force(&fs), DmemValue::Bytes(4 * G));
+}
+
+#[test]
+fn an_unreadable_usage_file_makes_pressure_unknown_not_idle() {
+    let fs = node();
+    fs.kernel()
+        .lock()
+        .expect("kernel")
+        .try_charge(POD, R0, 2 * G)
+        .expect("charge 2Gi");
+    let calm = run_round(&fs, &cfg(), &[pod()], &[quota("4Gi")]).expect("round");
+    assert_eq!(calm.pods[0].tier, PressureTier::AboveHigh);
+    assert_eq!(calm.pods[0].read_failure, None);
+    fs.fail_next_at(&path(POD), CgroupFile::DmemCurrent, libc::EIO);
+    let report = run_round(&fs, &cfg(), &[pod()], &[quota("4Gi")]).expect("round");
+    let failure = report.pods[0].read_failure.as_deref().unwrap_or_default();
+    assert!(failure.contains("dmem.current"), "{failure:?}");
+    // The limits themselves were read and are in force.
+    assert_eq!(report.pods[0].outcome, LimitsOutcome::Applied);
+}
+
+#[test]
+fn a_vanished_cgroup_still_reads_as_not_found() {
+    let fs = node();
+    fs.fail_next_at(&path(POD), CgroupFile::DmemMax, libc::ENOENT);
+    let report = run_round(&fs, &cfg(), &[pod()], &[quota("4Gi")]).expect("round");
+    assert_eq!(report.pods[0].read_failure, None);
+    assert_ne!(
+        std::mem::discriminant(&report.pods[0].outcome),
+        std::mem::discriminant(&LimitsOutcome::ReadFailed {
+            reason: "",
+            message: String::new()
+        })
+    );
+}
+
+#[test]
+fn a_pod_an_unknown_invalid_quota_may_govern_is_left_as_it_is() {
+    let fs = node();
+    run_round(&fs, &cfg(), &[pod()], &[quota("4Gi")]).expect("round");
+    let key = QuotaRef {
+        namespace: "ml".into(),
+        name: "q".into(),
+    };
+    let invalid = InvalidQuotas {
+        held: BTreeMap::from([(UID.to_owned(), (key.clone(), "spec: missing".to_owned()))]),
+        ..InvalidQuotas::default()
+    };
+    // No valid quota at all this round: without the hold the pod would be reset to `max`.
+    let report = run_round_with(&fs, &cfg(), &[pod()], &[], &invalid).expect("round");
+    assert_eq!(report.writes, 0);
+    assert_eq!(max_in_force(&fs), DmemValue::Bytes(4 * G));
+    assert_eq!(
+        report.pods[0].outcome,
+        LimitsOutcome::QuotaInvalid {
+            quota: key,
+            error: "spec: missing".into(),
+            last_valid_in_force: false
+        }
+    );
+}
+
+#[test]
+fn a_quota_kept_at_its_last_valid_spec_reports_quota_invalid_in_force() {
+    let fs = node();
+    let key = QuotaRef {
+        namespace: "ml".into(),
+        name: "q".into(),
+    };
+    let invalid = InvalidQuotas {
+        stale: BTreeMap::from([(key.clone(), "high above max".to_owned())]),
+        ..InvalidQuotas::default()
+    };
+    let report = run_round_with(&fs, &cfg(), &[pod()], &[quota("4Gi")], &invalid).expect("round");
+    assert_eq!(max_in_force(&fs), DmemValue::Bytes(4 * G));
+    assert!(report.pods[0].outcome.in_force());
+    assert_eq!(report.pods[0].outcome.reason(), "QuotaInvalid");
+}
+
+#[test]
+fn the_kernels_peak_is_reported_after_usage_drops() {
+    let fs = node();
+    let mut kernel = fs.kernel().lock().expect("kernel");
+    kernel.try_charge(POD, R0, 3 * G).expect("charge 3Gi");
+    kernel.uncharge(POD, R0, 2 * G);
+    drop(kernel);
+    let report = run_round(&fs, &cfg(), &[pod()], &[quota("4Gi")]).expect("round");
+    let reading = report.pods[0].regions[0].reading;
+    assert_eq!((reading.usage, reading.peak), (G, Some(3 * G)));
+    assert_eq!(report.region_usage.get(R0), Some(&G));
+}
