@@ -29,8 +29,8 @@ pub mod validate;
 
 #[cfg(test)]
 mod cel_tests;
-#[cfg(test)]
-mod fixtures;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 
 pub use consts::*;
 

@@ -4,7 +4,7 @@
 use super::*;
 use crate::decide::remediation::EvictionOutcome;
 use crate::decide::status::{QUOTA_CONDITION_EVICTION_BLOCKED, find as find_condition};
-use crate::fixtures::{TestPod, TestQuota, observed, ts};
+use crate::fixtures::{Observe as _, TestPod, TestQuota, observed, ts};
 use kube_dmem_crds::{
     QUOTA_CONDITION_CONFLICT, QUOTA_CONDITION_READY, REASON_EVICTION_BLOCKED, REASON_INVALID_SPEC,
     REASON_NO_CONFLICT, REASON_OUTRANKED, REASON_RECONCILED,
