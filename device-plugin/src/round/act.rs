@@ -10,9 +10,54 @@ use super::observe::read_bytes;
 use super::report::LimitsOutcome;
 use crate::cgroup::dmem::{Applied, apply_limit};
 use crate::cgroup::format::DmemValue;
+use crate::cgroup::probe::enable_dmem_along;
 use crate::cgroup::{CgroupError, CgroupFile, CgroupFs, CgroupPath};
 use crate::decide::ancestors::{ChildReading, PerRegion, ancestor_lows};
 use crate::decide::limits::{ObservedPod, PodPlan};
+
+/// Makes the kernel show dmem files where the round needs them: `+dmem` in the root's
+/// `cgroup.subtree_control` when the root offers dmem but shows no `dmem.capacity` (real kernels
+/// hide the root files until a controller is enabled there), and top-down along the path of every
+/// pod cgroup in `pods` that has no `dmem.max` (a kubelet enables only the controllers it knows,
+/// so pod cgroups get no dmem files until the agent enables dmem above them). Returns the number
+/// of `cgroup.subtree_control` writes.
+///
+/// # Errors
+/// Reading the root's files failed (other than "not found"). A pod whose path cannot be enabled
+/// is logged and left to the round, which reports it.
+pub fn enable_dmem(fs: &dyn CgroupFs, pods: &[&CgroupPath]) -> Result<usize, CgroupError> {
+    let root = CgroupPath::root();
+    let mut writes = 0;
+    if !fs.exists(&root, CgroupFile::DmemCapacity) {
+        let offered = fs.read(&root, CgroupFile::CgroupControllers)?;
+        let enabled = fs.read(&root, CgroupFile::CgroupSubtreeControl)?;
+        let has = |text: &str| text.split_whitespace().any(|c| c == "dmem");
+        if has(&offered) && !has(&enabled) {
+            fs.write(&root, CgroupFile::CgroupSubtreeControl, "+dmem")?;
+            tracing::info!("Enabled dmem at the cgroup root");
+            writes += 1;
+        }
+    }
+    for pod in pods {
+        if fs.exists(pod, CgroupFile::DmemMax) || !fs.exists(pod, CgroupFile::CgroupControllers) {
+            continue;
+        }
+        match enable_dmem_along(fs, pod) {
+            Ok(changed) => {
+                for group in &changed {
+                    tracing::info!(cgroup = %group.as_str(), "Enabled dmem for the cgroups below");
+                }
+                writes += changed.len();
+            }
+            Err(err) => tracing::warn!(
+                cgroup = %pod.as_str(),
+                error = &err as &dyn std::error::Error,
+                "Could not enable dmem above a pod cgroup"
+            ),
+        }
+    }
+    Ok(writes)
+}
 
 /// Writes `pod_plan`'s values to the pod's cgroup; every write is attempted even after one fails
 /// (a region that can be limited should be). The first failure is the outcome.

@@ -64,8 +64,12 @@ pub fn run_round_with(
     quotas: &[QuotaFacts],
     invalid: &InvalidQuotas,
 ) -> Result<RoundReport, CgroupError> {
+    // The kernel shows dmem files only where dmem is enabled top-down: enable it where the
+    // round needs them (an act before observing; no write once it is enabled).
+    let found = observe::pod_cgroups(fs, &cfg.scan_root)?;
+    let enabled = act::enable_dmem(fs, &found.values().collect::<Vec<_>>())?;
     // Observe (kernel reads): regions, pod cgroups, what is in force in each.
-    let node = observe::node(fs, &cfg.scan_root)?;
+    let node = observe::node(fs, found)?;
     let (observed, failures): (Vec<_>, Vec<_>) = pods
         .iter()
         .map(|facts| observe::pod(fs, facts, node.pod_cgroups.get(&facts.uid), cfg.high))
@@ -74,6 +78,7 @@ pub fn run_round_with(
     let names: Vec<&str> = node.regions.iter().map(|r| r.region.as_str()).collect();
     let decided = plan(&observed, quotas, &names, cfg.high);
     let mut report = RoundReport {
+        writes: enabled,
         region_usage: node
             .root_usage
             .iter()

@@ -30,15 +30,26 @@ pub struct NodeView {
     pub pod_cgroups: BTreeMap<String, CgroupPath>,
 }
 
-/// Reads the regions, the node's usage and where the pod cgroups are.
-pub fn node(fs: &dyn CgroupFs, scan_root: &CgroupPath) -> Result<NodeView, CgroupError> {
+/// Where the pod cgroups are, by pod UID.
+pub fn pod_cgroups(
+    fs: &dyn CgroupFs,
+    scan_root: &CgroupPath,
+) -> Result<BTreeMap<String, CgroupPath>, CgroupError> {
+    Ok(scan_pods(fs, scan_root, ScanLimits::default())?
+        .pods
+        .into_iter()
+        .collect())
+}
+
+/// Reads the regions and the node's usage, with the pod cgroups found.
+pub fn node(
+    fs: &dyn CgroupFs,
+    pod_cgroups: BTreeMap<String, CgroupPath>,
+) -> Result<NodeView, CgroupError> {
     Ok(NodeView {
         regions: capacity(fs)?,
         root_usage: read_values(fs, &CgroupPath::root(), CgroupFile::DmemCurrent)?,
-        pod_cgroups: scan_pods(fs, scan_root, ScanLimits::default())?
-            .pods
-            .into_iter()
-            .collect(),
+        pod_cgroups,
     })
 }
 

@@ -200,3 +200,26 @@ fn the_kernels_peak_is_reported_after_usage_drops() {
     assert_eq!((reading.usage, reading.peak), (G, Some(3 * G)));
     assert_eq!(report.region_usage.get(R0), Some(&G));
 }
+
+#[test]
+fn dmem_is_enabled_above_a_pod_cgroup_that_has_no_dmem_files() {
+    // A kubelet enables only the controllers it knows: dmem stops at the root here.
+    let mut kernel = SimKernel::new(SimConfig::with_profile(Profile::Current));
+    kernel.register_region(R0, 16 * G, true);
+    let fs = SimCgroups::from_kernel(kernel);
+    fs.write(&path("/"), CgroupFile::CgroupSubtreeControl, "+dmem")
+        .expect("+dmem at the root");
+    let mut k = fs.kernel().lock().expect("kernel");
+    for dir in ["/kubepods", "/kubepods/besteffort", POD] {
+        k.mkdir(dir).expect("mkdir");
+    }
+    k.set_has_tasks(POD, true).expect("tasks");
+    drop(k);
+    assert!(!fs.exists(&path(POD), CgroupFile::DmemMax));
+    let report = run_round(&fs, &cfg(), &[pod()], &[quota("4Gi")]).expect("round");
+    assert_eq!(report.pods[0].outcome, LimitsOutcome::Applied);
+    assert_eq!(max_in_force(&fs), DmemValue::Bytes(4 * G));
+    // Steady state: nothing more to enable or write.
+    let again = run_round(&fs, &cfg(), &[pod()], &[quota("4Gi")]).expect("round");
+    assert_eq!(again.writes, 0);
+}
