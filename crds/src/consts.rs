@@ -62,6 +62,15 @@ pub const REASON_QUOTA_INVALID: &str = "QuotaInvalid";
 /// could not be read or parsed (anything but "not found"); the pod's limits are left as they are
 /// and the event names the file, the line and the error.
 pub const REASON_KERNEL_READ_ERROR: &str = "KernelReadError";
+/// `VRAMLimitsApplied=True`: another writer set a stricter `dmem.max` than the quota's; it stays
+/// in force (a limit is never loosened, whoever set it).
+pub const REASON_FOREIGN_LIMIT_KEPT: &str = "ForeignLimitKept";
+/// `VRAMLimitsApplied=True`: another writer changed a `dmem.*` value of the pod; the agent wrote
+/// the quota's value back.
+pub const REASON_FOREIGN_WRITE_REVERTED: &str = "ForeignWriteReverted";
+/// `VRAMLimitsApplied=False`: another writer keeps changing a `dmem.*` value of the pod; the agent
+/// stopped restoring it rather than fight in a write loop. Find the other writer.
+pub const REASON_FOREIGN_WRITER_CONFLICT: &str = "ForeignWriterConflict";
 /// `VRAMAboveHigh=True`: usage is above `high` in at least one region.
 pub const REASON_ABOVE_HIGH: &str = "AboveHigh";
 /// `VRAMAboveHigh=False`: usage is at or below `high` in every region (or no `high` is set).

@@ -22,8 +22,8 @@ use kube_dmem_device_plugin::cgroup::{
 use kube_dmem_device_plugin::cluster::agent::Agent;
 use kube_dmem_device_plugin::cluster::api::{ActError, ApiSink, ApiWrite};
 use kube_dmem_device_plugin::cluster::backend::Backend;
-use kube_dmem_device_plugin::cluster::cgroup_watch;
 use kube_dmem_device_plugin::cluster::objects::Objects;
+use kube_dmem_device_plugin::cluster::{cgroup_events, cgroup_watch};
 use kube_dmem_device_plugin::decide::pressure::PressureThresholds;
 use kube_dmem_device_plugin::kubelet::decide::inventory::Inventory;
 use kube_dmem_device_plugin::metrics::Metrics;
@@ -143,10 +143,11 @@ fn a_new_pod_cgroup_is_limited_before_its_first_charge() {
                 .await
                 .expect("round");
             assert_eq!(report.pods[0].outcome, LimitsOutcome::CgroupNotFound);
-            // The scan notices the kubelet's mkdir through the mount, and the round limits it.
+            // The watch (inotify, the production path) notices the kubelet's mkdir through the
+            // mount, and the round limits it.
             let notify = Arc::new(cgroup_watch::CgroupSignal::default());
             let stop = CancellationToken::new();
-            let scan = tokio::spawn(cgroup_watch::watch(
+            let scan = tokio::spawn(cgroup_events::watch(
                 SysfsCgroups::with_root(env.root()),
                 notify.clone(),
                 stop.clone(),
@@ -154,10 +155,19 @@ fn a_new_pod_cgroup_is_limited_before_its_first_charge() {
             tokio::time::timeout(Duration::from_secs(2), notify.baseline_taken())
                 .await
                 .expect("the scan takes its first look within 2 s");
+            let made = std::time::Instant::now();
             add_pod_cgroup(&env);
             tokio::time::timeout(Duration::from_secs(2), notify.appeared())
                 .await
                 .expect("the new pod cgroup is noticed within 2 s");
+            // By the inotify event, not by the safety-net scan.
+            assert_eq!(
+                notify.noticed(cgroup_watch::Noticed::Event),
+                1,
+                "noticed after {:?}, by a scan: {}",
+                made.elapsed(),
+                notify.noticed(cgroup_watch::Noticed::Scan)
+            );
             let report = agent
                 .round(&objects, None, &sink, Timestamp::UNIX_EPOCH)
                 .await

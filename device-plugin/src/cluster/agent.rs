@@ -19,6 +19,7 @@ use crate::cluster::api::{ApiSink, ApiWrite, node_ref, pod_ref};
 use crate::cluster::objects::Objects;
 use crate::decide::backoff::Backoff;
 use crate::decide::conditions::{self, ConditionKey};
+use crate::decide::foreign::Written;
 use crate::decide::inputs::{InvalidQuota, LastValid, by_uid, keep_last_valid, round_inputs};
 use crate::kubelet::decide::grants::Grants;
 use crate::kubelet::decide::inventory::Inventory;
@@ -74,6 +75,8 @@ pub struct Agent {
     invalid_quotas: BTreeSet<QuotaRef>,
     /// The last valid spec of every quota, kept in force while its current spec is invalid.
     last_valid: LastValid,
+    /// What the rounds wanted and saw in force, to tell other writers' values from ours.
+    kernel_written: Arc<Mutex<Written>>,
     gauges: Published,
     /// Backoff of pod condition writes; while it runs, no write goes out (the server is likely down).
     conditions_backoff: Backoff,
@@ -122,6 +125,7 @@ impl Agent {
             dmem_event_sent: false,
             invalid_quotas: BTreeSet::new(),
             last_valid: LastValid::new(),
+            kernel_written: Arc::default(),
             gauges: Published::default(),
             conditions_backoff: Backoff::new(CONDITIONS_BACKOFF_INITIAL, CONDITIONS_BACKOFF_MAX),
             node_backoff: Backoff::new(SIDE_BACKOFF_INITIAL, SIDE_BACKOFF_MAX),
@@ -163,12 +167,14 @@ impl Agent {
         // Act on the kernel (blocking I/O, off the async threads).
         let timer = self.metrics.time_round();
         let backend = Arc::clone(&self.backend);
+        let written = Arc::clone(&self.kernel_written);
         let cfg = self.round_cfg.clone();
         let (pods, facts) = (inputs.pods.clone(), inputs.facts);
         let result = tokio::task::spawn_blocking(move || {
             let mut backend = backend.lock().map_err(|_| RoundError::Task)?;
+            let mut written = written.lock().map_err(|_| RoundError::Task)?;
             backend
-                .round(&cfg, &pods, &facts, &quotas, &invalid)
+                .round(&cfg, &pods, &facts, &quotas, &invalid, &mut written)
                 .map_err(RoundError::Backend)
         })
         .await

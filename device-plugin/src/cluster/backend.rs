@@ -13,6 +13,7 @@ use kube_dmem_sim::{Profile, SimConfig};
 
 use crate::cgroup::probe::{KernelProfile, decide, probe};
 use crate::cgroup::{CgroupError, CgroupFs, CgroupPath, SimCgroups, SysfsCgroups};
+use crate::decide::foreign::Written;
 use crate::round::{
     InvalidQuotas, LimitsOutcome, PodReport, RoundConfig, RoundReport, run_round_with,
 };
@@ -138,19 +139,20 @@ impl Backend {
         facts: &[PodFacts],
         quotas: &[QuotaFacts],
         invalid: &InvalidQuotas,
+        written: &mut Written,
     ) -> Result<RoundReport, BackendError> {
         match self {
-            Backend::Sysfs(fs) => {
-                run_round_with(fs, cfg, facts, quotas, invalid).map_err(BackendError::Round)
-            }
+            Backend::Sysfs(fs) => run_round_with(fs, cfg, facts, quotas, invalid, written)
+                .map_err(BackendError::Round),
             Backend::Sim { node, fs } => {
                 let pods: Vec<Pod> = pods.iter().map(|p| p.as_ref().clone()).collect();
                 node.sync_pods(&pods).map_err(BackendError::SimNode)?;
-                let before = run_round_with(fs as &dyn CgroupFs, cfg, facts, quotas, invalid)
-                    .map_err(BackendError::Round)?;
+                let before =
+                    run_round_with(fs as &dyn CgroupFs, cfg, facts, quotas, invalid, written)
+                        .map_err(BackendError::Round)?;
                 node.run_workloads(&pods).map_err(BackendError::SimNode)?;
-                let mut after =
-                    run_round_with(fs, cfg, facts, quotas, invalid).map_err(BackendError::Round)?;
+                let mut after = run_round_with(fs, cfg, facts, quotas, invalid, written)
+                    .map_err(BackendError::Round)?;
                 after.writes += before.writes;
                 Ok(after)
             }

@@ -44,6 +44,18 @@ pub struct CgroupSignal {
     /// Set once the first scan has recorded the cgroups that already exist: from then on, every
     /// new one is reported.
     baseline: tokio::sync::watch::Sender<bool>,
+    /// New pod cgroups reported by inotify events and by scans, for tests and metrics.
+    by_event: std::sync::atomic::AtomicU64,
+    by_scan: std::sync::atomic::AtomicU64,
+}
+
+/// How a new pod cgroup was noticed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Noticed {
+    /// An inotify event.
+    Event,
+    /// A scan of the pod parent directories.
+    Scan,
 }
 
 impl Default for CgroupSignal {
@@ -53,6 +65,8 @@ impl Default for CgroupSignal {
             expecting_since: Mutex::new(None),
             fast: Condvar::new(),
             baseline: tokio::sync::watch::Sender::new(false),
+            by_event: std::sync::atomic::AtomicU64::new(0),
+            by_scan: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -70,9 +84,29 @@ impl CgroupSignal {
         self.appeared.notified().await;
     }
 
+    /// Says the watch has taken its first look (see [`Self::baseline_taken`]).
+    pub fn baseline_taken_now(&self) {
+        self.baseline
+            .send_if_modified(|taken| !std::mem::replace(taken, true));
+    }
+
     /// Reports a new pod cgroup to the loop.
-    pub fn notify(&self) {
+    pub fn notify(&self, how: Noticed) {
+        let counter = match how {
+            Noticed::Event => &self.by_event,
+            Noticed::Scan => &self.by_scan,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.appeared.notify_one();
+    }
+
+    /// How many new pod cgroups were noticed `how`.
+    pub fn noticed(&self, how: Noticed) -> u64 {
+        match how {
+            Noticed::Event => &self.by_event,
+            Noticed::Scan => &self.by_scan,
+        }
+        .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether a pod of this node has no cgroup yet; the loop says so after every round.
@@ -202,7 +236,7 @@ pub async fn watch<F: CgroupFs + 'static>(
         while !stop.is_cancelled() {
             if scan.poll(&fs) {
                 tracing::debug!("New pod cgroup");
-                signal.notify();
+                signal.notify(Noticed::Scan);
             }
             signal
                 .baseline

@@ -24,6 +24,12 @@ use crate::kubelet::decide::inventory::Inventory;
 use crate::kubelet::podresources::PodResourcesClient;
 use crate::round::LimitsOutcome;
 
+/// Poll interval while some pod's usage is near its `high` or `max`
+/// ([`near_threshold`](crate::decide::pressure::near_threshold)): crossing it is then reported
+/// within about this long instead of a whole poll interval. Only while such a pod exists, so the
+/// steady state costs what a plain poll costs.
+pub const NEAR_POLL: Duration = Duration::from_millis(100);
+
 /// Quiet time after a pod or quota change before the round, so a burst of watch events (a
 /// Deployment scaling up) makes one round, not one per event.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -89,7 +95,8 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
         resync,
         health,
     } = parts;
-    let mut poll = tokio::time::interval(poll_interval);
+    let fast_poll = NEAR_POLL.min(poll_interval);
+    let mut next_poll = tokio::time::Instant::now() + poll_interval;
     let mut resync = tokio::time::interval(resync);
     resync.tick().await;
     let mut grants: Option<Grants> = None;
@@ -111,7 +118,7 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
                     () = tokio::time::sleep(DEBOUNCE) => {}
                 }
             }
-            _ = poll.tick() => {}
+            () = tokio::time::sleep_until(next_poll) => {}
             _ = resync.tick() => agent.forget_writes(),
         }
         let snapshot = objects.snapshot();
@@ -124,17 +131,29 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
         match &result {
             Ok(report) => {
                 health.set_ready();
+                // Adaptive polling: fast while a pod approaches a threshold.
+                let near = report.pods.iter().flat_map(|p| &p.regions).any(|r| {
+                    crate::decide::pressure::near_threshold(
+                        &r.reading,
+                        crate::decide::pressure::NEAR_PERCENT,
+                    )
+                });
+                next_poll =
+                    tokio::time::Instant::now() + if near { fast_poll } else { poll_interval };
                 let waiting = report
                     .pods
                     .iter()
                     .any(|p| p.outcome == LimitsOutcome::CgroupNotFound);
                 new_cgroup.expect(waiting);
             }
-            Err(err) => warn!(
-                reason = err.reason(),
-                error = err as &dyn std::error::Error,
-                "Round failed"
-            ),
+            Err(err) => {
+                next_poll = tokio::time::Instant::now() + poll_interval;
+                warn!(
+                    reason = err.reason(),
+                    error = err as &dyn std::error::Error,
+                    "Round failed"
+                );
+            }
         }
         if let Some(req) = pending {
             let outcome = result.ok().and_then(|report| {

@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod api;
 pub mod backend;
+pub mod cgroup_events;
 pub mod cgroup_watch;
 pub mod drive;
 pub mod health;
@@ -136,7 +137,7 @@ pub async fn run(cfg: RunConfig, stop: CancellationToken) -> Result<(), RunError
     let new_cgroup = Arc::new(cgroup_watch::CgroupSignal::default());
     if let Some(fs) = backend.sysfs_root() {
         tasks.spawn(
-            cgroup_watch::watch(fs, new_cgroup.clone(), stop.clone())
+            cgroup_events::watch(fs, new_cgroup.clone(), stop.clone())
                 .instrument(info_span!("pod-cgroup-scan")),
         );
     }

@@ -23,6 +23,7 @@ use kube_dmem_crds::{
 };
 
 use crate::cgroup::format::DmemValue;
+use crate::decide::foreign::Policy;
 use crate::round::{LimitsOutcome, PodReport};
 
 /// The pod's conditions as they should be, and what changed.
@@ -293,6 +294,22 @@ fn limits_message(report: &PodReport) -> String {
         LimitsOutcome::WriteFailed { message, .. } => message.clone(),
         LimitsOutcome::ReadFailed { message, .. } => {
             format!("{message}; the pod's limits are left as they are")
+        }
+        LimitsOutcome::Foreign(w) => {
+            let what = format!(
+                "region {}: {} is {} where the quota says {}",
+                w.region,
+                w.file.file_name(),
+                value(w.theirs),
+                value(w.ours)
+            );
+            match w.policy {
+                Policy::Kept => format!("{what}: another writer set a stricter limit; it stays"),
+                Policy::Reverted => format!("{what}: another writer changed it; restored"),
+                Policy::GaveUp => format!(
+                    "{what}: another writer keeps changing it; no longer restored (find the other writer of this cgroup's dmem files)"
+                ),
+            }
         }
         LimitsOutcome::QuotaInvalid {
             quota,

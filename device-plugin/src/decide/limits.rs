@@ -28,6 +28,19 @@ pub struct InForce {
     pub high: Option<DmemValue>,
 }
 
+impl InForce {
+    /// The value of `file` (`dmem.high` reads `max` where the kernel has none).
+    pub fn get(&self, file: CgroupFile) -> DmemValue {
+        match file {
+            CgroupFile::DmemMax => self.max,
+            CgroupFile::DmemLow => self.low,
+            CgroupFile::DmemMin => self.min,
+            CgroupFile::DmemHigh => self.high.unwrap_or(DmemValue::Max),
+            _ => DmemValue::Max,
+        }
+    }
+}
+
 impl Default for InForce {
     /// A fresh cgroup: no limit, no protection (`docs/kernel.md` §1.2 defaults).
     fn default() -> Self {

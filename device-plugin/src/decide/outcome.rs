@@ -5,6 +5,7 @@
 
 use kube_dmem_crds::select::QuotaRef;
 
+use crate::decide::foreign::ForeignWrite;
 use crate::round::LimitsOutcome;
 
 /// Whether the round may write a pod's planned limits.
@@ -35,17 +36,26 @@ pub fn before_act(
     }
 }
 
-/// The outcome after the act stage: `applied` as the kernel answered, unless the governing quota
-/// is in force with its last valid spec (`stale`: the quota and its current error), which the
-/// pod's condition must say.
-pub fn after_act(applied: LimitsOutcome, stale: Option<(&QuotaRef, &String)>) -> LimitsOutcome {
-    match stale {
-        Some((quota, error)) if applied.in_force() => LimitsOutcome::QuotaInvalid {
+/// The outcome after the act stage: `applied` as the kernel answered, unless it is fine and the
+/// governing quota is in force with its last valid spec (`stale`: the quota and its current
+/// error), or another writer changed the pod's files (`foreign`), which the pod's condition must
+/// say. A failure the kernel reported always wins: it is the more urgent news.
+pub fn after_act(
+    applied: LimitsOutcome,
+    stale: Option<(&QuotaRef, &String)>,
+    foreign: Option<&ForeignWrite>,
+) -> LimitsOutcome {
+    if !applied.in_force() {
+        return applied;
+    }
+    match (stale, foreign) {
+        (Some((quota, error)), _) => LimitsOutcome::QuotaInvalid {
             quota: quota.clone(),
             error: error.clone(),
             last_valid_in_force: true,
         },
-        _ => applied,
+        (None, Some(write)) => LimitsOutcome::Foreign(write.clone()),
+        (None, None) => applied,
     }
 }
 
@@ -82,7 +92,7 @@ mod tests {
     #[test]
     fn a_stale_quota_is_reported_only_when_its_limits_are_in_force() {
         let error = "high above max".to_owned();
-        let out = after_act(LimitsOutcome::Applied, Some((&key(), &error)));
+        let out = after_act(LimitsOutcome::Applied, Some((&key(), &error)), None);
         assert!(matches!(
             out,
             LimitsOutcome::QuotaInvalid {
@@ -92,11 +102,11 @@ mod tests {
         ));
         // A write failure stays the more urgent news.
         assert_eq!(
-            after_act(LimitsOutcome::CgroupNotFound, Some((&key(), &error))),
+            after_act(LimitsOutcome::CgroupNotFound, Some((&key(), &error)), None),
             LimitsOutcome::CgroupNotFound
         );
         assert_eq!(
-            after_act(LimitsOutcome::Applied, None),
+            after_act(LimitsOutcome::Applied, None, None),
             LimitsOutcome::Applied
         );
     }

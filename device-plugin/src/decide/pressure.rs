@@ -94,6 +94,21 @@ pub fn pod_tier<'a>(
         .unwrap_or(PressureTier::Idle)
 }
 
+/// How close below `high` or `max` usage must come for its pod to be polled fast: within this
+/// share (in percent) of the threshold.
+pub const NEAR_PERCENT: u8 = 10;
+
+/// Whether usage is approaching a threshold from below: within `near_percent` of `high` (not yet
+/// above it) or of `max`. The agent polls such pods fast, so that crossing is reported in a
+/// fraction of the normal poll interval; pods far from every threshold cost nothing extra.
+pub fn near_threshold(r: &RegionReading, near_percent: u8) -> bool {
+    let below_within = |threshold: u64| {
+        let margin = percent_of(threshold, near_percent);
+        r.usage <= threshold && r.usage.saturating_add(margin) >= threshold
+    };
+    r.usage > 0 && (r.high.is_some_and(below_within) || r.max.is_some_and(below_within))
+}
+
 fn percent_of(value: u64, percent: u8) -> u64 {
     let scaled = u128::from(value) * u128::from(percent) / 100;
     u64::try_from(scaled).unwrap_or(u64::MAX)
@@ -111,6 +126,28 @@ mod tests {
             capacity: 16 * G,
             region_usage: usage,
             ..RegionReading::default()
+        }
+    }
+
+    #[test]
+    fn near_means_just_below_high_or_max() {
+        let r = |usage: u64, high: Option<u64>, max: Option<u64>| RegionReading {
+            high,
+            max,
+            ..reading(usage)
+        };
+        // (reading, near?)
+        let cases = [
+            (r(0, Some(10 * G), None), false),
+            (r(5 * G, Some(10 * G), None), false),
+            (r(9 * G, Some(10 * G), None), true),
+            (r(10 * G, Some(10 * G), None), true),
+            (r(11 * G, Some(10 * G), Some(16 * G)), false),
+            (r(15 * G, Some(10 * G), Some(16 * G)), true),
+            (r(15 * G, None, None), false),
+        ];
+        for (i, (reading, near)) in cases.iter().enumerate() {
+            assert_eq!(near_threshold(reading, NEAR_PERCENT), *near, "case {i}");
         }
     }
 

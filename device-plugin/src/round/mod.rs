@@ -18,6 +18,7 @@ pub use report::{LimitsOutcome, PodReport, RegionReport, RoundReport};
 
 use crate::cgroup::{CgroupError, CgroupFs, CgroupPath};
 use crate::decide::ancestors::ChildReading;
+use crate::decide::foreign::{self, Written};
 use crate::decide::limits::{ObservedPod, PodPlan, plan};
 use crate::decide::outcome::{Verdict, after_act, before_act};
 use crate::decide::pressure::PressureThresholds;
@@ -53,16 +54,26 @@ pub fn run_round(
     pods: &[PodFacts],
     quotas: &[QuotaFacts],
 ) -> Result<RoundReport, CgroupError> {
-    run_round_with(fs, cfg, pods, quotas, &InvalidQuotas::default())
+    let mut written = Written::new();
+    run_round_with(
+        fs,
+        cfg,
+        pods,
+        quotas,
+        &InvalidQuotas::default(),
+        &mut written,
+    )
 }
 
-/// [`run_round`], with quotas whose current spec is invalid.
+/// [`run_round`], with quotas whose current spec is invalid, and what earlier rounds wrote (so
+/// the round tells other writers' values from its own; see [`crate::decide::foreign`]).
 pub fn run_round_with(
     fs: &dyn CgroupFs,
     cfg: &RoundConfig,
     pods: &[PodFacts],
     quotas: &[QuotaFacts],
     invalid: &InvalidQuotas,
+    written: &mut Written,
 ) -> Result<RoundReport, CgroupError> {
     // The kernel shows dmem files only where dmem is enabled top-down: enable it where the
     // round needs them (an act before observing; no write once it is enabled).
@@ -95,17 +106,32 @@ pub fn run_round_with(
         let (outcome, applied) = match before_act(failure.clone(), held) {
             Verdict::Hold(outcome) => (outcome, None),
             Verdict::Apply => {
+                // Other writers: keep what is stricter, restore the rest, never fight forever.
+                let governed = pod_plan.governing.is_some() || !pod.facts.grants.is_empty();
+                let (pod_plan, foreign) = foreign::settle(pod_plan, governed, written, |f, r| {
+                    pod.in_force.get(r).copied().unwrap_or_default().get(f)
+                });
                 report.writes += pod_plan.writes.len();
-                let done = act::pod_limits(fs, pod, pod_plan);
+                let done = act::pod_limits(fs, pod, &pod_plan);
                 let stale =
                     (pod_plan.governing.as_ref()).and_then(|q| Some((q, invalid.stale.get(q)?)));
-                (after_act(done, stale), Some(pod_plan))
+                let outcome = after_act(done, stale, foreign.first());
+                match (&pod.cgroup, &outcome) {
+                    (Some(cgroup), LimitsOutcome::Applied) => {
+                        foreign::remember(written, cgroup, &pod_plan);
+                    }
+                    // Nothing governs the pod any more and the agent's values are undone: what
+                    // others write to it from now on is theirs.
+                    (Some(cgroup), LimitsOutcome::NotGoverned) => foreign::release(written, cgroup),
+                    _ => {}
+                }
+                (outcome, Some(pod_plan))
             }
         };
         // Report: fresh readings, tiers and outcome.
-        let wrote = applied.is_some_and(|p| !p.writes.is_empty());
+        let wrote = applied.as_ref().is_some_and(|p| !p.writes.is_empty());
         let readings = observe::after_act(fs, pod, wrote, cfg.high, failure.map(|f| f.1));
-        let shown = applied.cloned().unwrap_or_else(|| left_alone(pod_plan));
+        let shown = applied.clone().unwrap_or_else(|| left_alone(pod_plan));
         let pod_report = report::pod_report(
             &shown,
             &pod.facts,
@@ -116,10 +142,14 @@ pub fn run_round_with(
             cfg.thresholds,
         );
         if let Some(cgroup) = &pod.cgroup {
-            protect.insert(cgroup.clone(), child_reading(&pod_report, applied, pod));
+            protect.insert(
+                cgroup.clone(),
+                child_reading(&pod_report, applied.as_ref(), pod),
+            );
         }
         report.pods.push(pod_report);
     }
+    foreign::forget_others(written, node.pod_cgroups.values());
     // Ancestors' protection last, from the pods' lows as just written and the usage just read.
     if failures.iter().any(Option::is_some) {
         // An unreadable pod would count as using and protecting nothing, lowering its ancestors'

@@ -10,6 +10,7 @@ use kube_dmem_crds::{PressureTier, consts};
 
 use crate::cgroup::format::{DmemValue, DmemValues, RegionCapacity};
 use crate::decide::conditions::Status;
+use crate::decide::foreign::{ForeignWrite, Policy};
 use crate::decide::limits::{InForce, PodPlan};
 use crate::decide::pressure::{PressureThresholds, RegionReading, pod_tier, region_tier};
 
@@ -48,6 +49,8 @@ pub enum LimitsOutcome {
         /// The error with file, line and cause, for the condition message.
         message: String,
     },
+    /// Another writer changed one of the pod's `dmem.*` values (the first one found).
+    Foreign(ForeignWrite),
     /// The governing quota's current spec is invalid.
     QuotaInvalid {
         /// The quota.
@@ -71,6 +74,11 @@ impl LimitsOutcome {
             Self::WriteFailed { .. } => consts::REASON_WRITE_FAILED,
             Self::ReadFailed { .. } => consts::REASON_KERNEL_READ_ERROR,
             Self::QuotaInvalid { .. } => consts::REASON_QUOTA_INVALID,
+            Self::Foreign(w) => match w.policy {
+                Policy::Kept => consts::REASON_FOREIGN_LIMIT_KEPT,
+                Policy::Reverted => consts::REASON_FOREIGN_WRITE_REVERTED,
+                Policy::GaveUp => consts::REASON_FOREIGN_WRITER_CONFLICT,
+            },
         }
     }
 
@@ -83,6 +91,8 @@ impl LimitsOutcome {
                 last_valid_in_force: true,
                 ..
             } => Status::True,
+            Self::Foreign(w) if w.policy != Policy::GaveUp => Status::True,
+            Self::Foreign(_) => Status::False,
             Self::ReadFailed { .. }
             | Self::QuotaInvalid {
                 last_valid_in_force: false,

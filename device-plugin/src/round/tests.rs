@@ -13,6 +13,7 @@ use crate::cgroup::dmem::read_values;
 use crate::cgroup::format::DmemValue;
 use crate::cgroup::sim_backend::SimCgroups;
 use crate::decide::conditions::Status;
+use crate::decide::foreign::Written;
 
 const R0: &str = "drm/0000:03:00.0/vram0";
 const G: u64 = 1 << 30;
@@ -158,7 +159,8 @@ fn a_pod_an_unknown_invalid_quota_may_govern_is_left_as_it_is() {
         ..InvalidQuotas::default()
     };
     // No valid quota at all this round: without the hold the pod would be reset to `max`.
-    let report = run_round_with(&fs, &cfg(), &[pod()], &[], &invalid).expect("round");
+    let report =
+        run_round_with(&fs, &cfg(), &[pod()], &[], &invalid, &mut Written::new()).expect("round");
     assert_eq!(report.writes, 0);
     assert_eq!(max_in_force(&fs), DmemValue::Bytes(4 * G));
     assert_eq!(
@@ -182,7 +184,15 @@ fn a_quota_kept_at_its_last_valid_spec_reports_quota_invalid_in_force() {
         stale: BTreeMap::from([(key.clone(), "high above max".to_owned())]),
         ..InvalidQuotas::default()
     };
-    let report = run_round_with(&fs, &cfg(), &[pod()], &[quota("4Gi")], &invalid).expect("round");
+    let report = run_round_with(
+        &fs,
+        &cfg(),
+        &[pod()],
+        &[quota("4Gi")],
+        &invalid,
+        &mut Written::new(),
+    )
+    .expect("round");
     assert_eq!(max_in_force(&fs), DmemValue::Bytes(4 * G));
     assert!(report.pods[0].outcome.in_force());
     assert_eq!(report.pods[0].outcome.reason(), "QuotaInvalid");
@@ -222,4 +232,65 @@ fn dmem_is_enabled_above_a_pod_cgroup_that_has_no_dmem_files() {
     // Steady state: nothing more to enable or write.
     let again = run_round(&fs, &cfg(), &[pod()], &[quota("4Gi")]).expect("round");
     assert_eq!(again.writes, 0);
+}
+
+#[test]
+fn another_writer_is_reported_and_never_fought_in_a_loop() {
+    let fs = node();
+    let mut written = Written::new();
+    let none = InvalidQuotas::default();
+    let round = |written: &mut Written| {
+        run_round_with(&fs, &cfg(), &[pod()], &[quota("4Gi")], &none, written).expect("round")
+    };
+    assert_eq!(round(&mut written).pods[0].outcome, LimitsOutcome::Applied);
+    let set_max = |v: &str| {
+        fs.write(&path(POD), CgroupFile::DmemMax, &format!("{R0} {v}"))
+            .expect("foreign write");
+    };
+    // HAMi-like writer sets a stricter max: kept, reported, nothing written.
+    set_max(&G.to_string());
+    let report = round(&mut written);
+    assert_eq!(report.pods[0].outcome.reason(), "ForeignLimitKept");
+    assert!(report.pods[0].outcome.in_force());
+    assert_eq!(max_in_force(&fs), DmemValue::Bytes(G));
+    // It loosens the limit instead: restored each time, at most MAX_RESTORES times in a row.
+    for restore in 0..crate::decide::foreign::MAX_RESTORES {
+        set_max("max");
+        let report = round(&mut written);
+        assert_eq!(
+            report.pods[0].outcome.reason(),
+            "ForeignWriteReverted",
+            "{restore}"
+        );
+        assert_eq!(max_in_force(&fs), DmemValue::Bytes(4 * G));
+    }
+    set_max("max");
+    let report = round(&mut written);
+    assert_eq!(report.pods[0].outcome.reason(), "ForeignWriterConflict");
+    assert!(!report.pods[0].outcome.in_force());
+    assert_eq!(report.writes, 0, "no write loop");
+    // The quota changes: the agent's new value goes in, and the count starts again.
+    let report =
+        run_round_with(&fs, &cfg(), &[pod()], &[quota("3Gi")], &none, &mut written).expect("round");
+    assert_eq!(report.pods[0].outcome, LimitsOutcome::Applied);
+    assert_eq!(max_in_force(&fs), DmemValue::Bytes(3 * G));
+}
+
+#[test]
+fn a_pod_the_agent_never_limited_keeps_another_writers_limit() {
+    let fs = node();
+    let mut written = Written::new();
+    fs.write(&path(POD), CgroupFile::DmemMax, &format!("{R0} {G}"))
+        .expect("foreign write");
+    let report = run_round_with(
+        &fs,
+        &cfg(),
+        &[pod()],
+        &[],
+        &InvalidQuotas::default(),
+        &mut written,
+    )
+    .expect("round");
+    assert_eq!(report.writes, 0);
+    assert_eq!(max_in_force(&fs), DmemValue::Bytes(G));
 }
