@@ -20,5 +20,24 @@ fn main() -> anyhow::Result<()> {
         .build_server(true)
         .compile_fds(fds)
         .context("generate gRPC code for kubelet protos")?;
+    nri()?;
+    Ok(())
+}
+
+// --- NRI (src/nri/): messages only. NRI speaks ttrpc, not gRPC, so no tonic services are generated;
+// the small ttrpc layer over these prost messages is hand-written (src/nri/conn.rs).
+const NRI_DIR: &str = "../proto/nri";
+const NRI_PROTOS: [&str; 2] = ["nri.proto", "ttrpc.proto"];
+
+fn nri() -> anyhow::Result<()> {
+    for proto in NRI_PROTOS {
+        println!("cargo:rerun-if-changed={NRI_DIR}/{proto}");
+    }
+    let fds = protox::compile(NRI_PROTOS, [NRI_DIR]).context("parse NRI protos")?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .compile_fds(fds)
+        .context("generate code for NRI protos")?;
     Ok(())
 }

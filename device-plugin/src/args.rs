@@ -106,6 +106,10 @@ pub struct RunArgs {
     /// two cards.
     #[arg(long = "sim-region", env = "KUBE_DMEM_SIM_REGIONS", value_delimiter = ',', value_parser = parse_region)]
     pub sim_regions: Vec<(String, u64)>,
+    /// The container runtime's NRI socket (containerd 2.x, CRI-O), e.g. /var/run/nri/nri.sock:
+    /// limits are put in force before containers are created. Unset: no NRI plugin.
+    #[arg(long, env = "KUBE_DMEM_NRI_SOCKET")]
+    pub nri_socket: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -125,6 +129,7 @@ impl RunArgs {
             vram_unit,
             sim_profile,
             sim_regions,
+            nri_socket,
         } = self;
         let backend = match cgroup_backend {
             CgroupBackend::Sysfs => crate::cluster::BackendConfig::Sysfs(cgroup_root),
@@ -151,6 +156,7 @@ impl RunArgs {
             poll_interval,
             resync,
             vram_unit,
+            nri_socket,
         }
     }
 }
@@ -436,6 +442,7 @@ mod tests {
         };
         let cfg = run.into_config();
         assert!(cfg.kubelet);
+        assert_eq!(cfg.nri_socket, None, "NRI is off by default");
         assert!(
             matches!(cfg.backend, crate::cluster::BackendConfig::Sysfs(ref root) if root == std::path::Path::new("/sys/fs/cgroup"))
         );

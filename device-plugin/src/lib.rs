@@ -5,6 +5,7 @@
 //! [`kubelet::decide`]); the purity check enforces that by path. Around the round:
 //! - [`cluster`]: cluster mode (`run`): watches, the drive loop, API writes, the PreStart hook;
 //! - [`kubelet`]: the kubelet edge (device plugin, registration, PodResources);
+//! - [`nri`]: the NRI plugin (containerd 2.x, CRI-O): limits in force before a container starts;
 //! - [`cgroup`]: the kernel edge (the `CgroupFs` boundary, dmem file formats, the real and
 //!   simulated backends, probing and pod-cgroup discovery), and [`simfs`], the kernel simulator
 //!   served over FUSE;
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod decide;
 pub mod kubelet;
 pub mod metrics;
+pub mod nri;
 pub mod round;
 pub mod simfs;
 pub mod standalone;

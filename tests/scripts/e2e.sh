@@ -43,8 +43,8 @@ trap 'exit 130' INT TERM
 log "building the control-plane tools (tests/tools/build.sh)"
 "$ROOT/tests/tools/build.sh"
 
-log "building kube-dmem-operator and kube-dmem-device-plugin"
-cargo build --locked -p kube-dmem-operator -p kube-dmem-device-plugin
+log "building kube-dmem-operator, kube-dmem-device-plugin and kubectl-dmem"
+cargo build --locked -p kube-dmem-operator -p kube-dmem-device-plugin -p kubectl-dmem
 
 log "cluster up"
 eval "$(KUBE_DMEM_SKIP_BUILD=1 "$SCRIPTS/cluster-up.sh")"

@@ -40,6 +40,15 @@ cargo deny --locked check bans licenses sources
 step "the chart ships the generated CRD unchanged"
 bash tests/scripts/check-chart-crds.sh
 
+# promtool checks the alert rules and their tests and parses every dashboard query; the e2e suite
+# runs the same Prometheus against the agents and the operator. Debian packages both.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  step "installing Debian's prometheus package (promtool and prometheus)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+fi
+step "observability: alert rules, their tests, dashboard queries (tests/scripts/check-observability.sh)"
+bash tests/scripts/check-observability.sh
+
 # The real Linux dmem controller (7.2 legacy, 7.3 current) in a qemu VM: the kernel vectors through
 # the production cgroupfs backend against the simulator (tests/vm/test.sh). Kernels are built from
 # Debian's sources and cached in ~/.cache/kube-dmem (cold: about 10 minutes each on 2 cores; warm:

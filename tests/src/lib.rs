@@ -13,6 +13,7 @@
 //! - [`components`]: starting the operator, the node agent and the FUSE simulator.
 //! - [`poll`]: waiting for a condition with a deadline.
 //! - [`apiserver`]: restarting kube-apiserver alone.
+//! - [`prometheus`]: a real Prometheus scraping the test's processes, and its query API.
 
 pub mod apiserver;
 pub mod components;
@@ -22,6 +23,7 @@ pub mod fixtures;
 pub mod kubectl;
 pub mod poll;
 pub mod process;
+pub mod prometheus;
 pub mod token;
 
 pub use ctx::TestCtx;

@@ -87,6 +87,8 @@ pub struct RunConfig {
     pub resync: Duration,
     /// Bytes per `kube-dmem.io/vram` unit.
     pub vram_unit: NonZeroU64,
+    /// The runtime's NRI socket; `None`: no NRI plugin (`crate::nri`).
+    pub nri_socket: Option<PathBuf>,
 }
 
 /// Why the agent stopped.
@@ -164,6 +166,14 @@ pub async fn run(cfg: RunConfig, stop: CancellationToken) -> Result<(), RunError
             Registrar::new(config, plugin)
                 .run(stop.clone())
                 .instrument(info_span!("kubelet-registration")),
+        );
+    }
+    // NRI plugin (crate::nri): asks the loop for rounds like the PreStart hook; off unless configured.
+    if let Some(socket) = cfg.nri_socket.clone() {
+        let plugin = Arc::new(crate::nri::plugin::NriPlugin::new(rounds_tx.clone()));
+        tasks.spawn(
+            crate::nri::run(crate::nri::NriConfig { socket }, plugin, stop.clone())
+                .instrument(info_span!("nri")),
         );
     }
     let round_cfg = RoundConfig {
