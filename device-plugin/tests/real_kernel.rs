@@ -99,10 +99,20 @@ struct SimSide {
 }
 
 impl SimSide {
-    fn new(profile: Profile, regions: &[(&str, u64)]) -> SimSide {
+    /// `root_files`: the kernel's root already shows `dmem.capacity` (something was enabled in
+    /// its `cgroup.subtree_control` since boot, by an earlier vector); the simulator gets there the
+    /// same way, `+dmem` then `-dmem` at the root.
+    fn new(profile: Profile, regions: &[(&str, u64)], root_files: bool) -> SimSide {
         let mut kernel = SimKernel::new(SimConfig::with_profile(profile));
         for (name, size) in regions {
             kernel.register_region(name, *size, true);
+        }
+        if root_files {
+            for op in ["+dmem", "-dmem"] {
+                kernel
+                    .write_file("/", "cgroup.subtree_control", op.as_bytes(), false)
+                    .expect("root subtree_control");
+            }
         }
         SimSide {
             backend: SimCgroups::from_kernel(kernel),
@@ -434,7 +444,10 @@ fn alloc(s: &mut dyn Side, log: &mut Log, group: &str, region: &str, amount: &st
 
 fn buffers(s: &mut dyn Side, log: &mut Log, step: &str) {
     let mut text = String::new();
-    for b in s.buffers() {
+    let mut all = s.buffers();
+    // The driver lists buffers region by region; the simulator by id.
+    all.sort_by_key(|b| b.id);
+    for b in all {
         let state = if b.resident { "resident" } else { "EVICTED" };
         let _ = write!(text, "#{} {} {} {}; ", b.id, b.charged, b.bytes, state);
     }
@@ -514,7 +527,12 @@ fn t05_value_forms(s: &mut dyn Side, log: &mut Log) {
         "8E",
         "16E",
         "18446744073709551615",
+        "18446744073709551616",
+        "99999999999999999999999",
+        "17179869184G",
+        "0G",
         "G",
+        "k",
     ];
     for v in forms {
         write_read(s, log, "/k/a", "dmem.max", &format!("{R0} {v}"));
@@ -566,8 +584,11 @@ fn t_read_only_files(s: &mut dyn Side, log: &mut Log) {
         ("/k/a", "dmem.current"),
         ("/k/a", "dmem.peak"),
         ("/", "dmem.capacity"),
+        ("/", "dmem.current"),
+        ("/k/a", "cgroup.controllers"),
     ] {
         wblock(s, log, g, f, &format!("{R0} 1G"));
+        wblock(s, log, g, f, "");
     }
 }
 
@@ -778,6 +799,11 @@ fn t27_lru_and_protected_alloc(s: &mut dyn Side, log: &mut Log) {
     currents(s, log, &EVICT_GROUPS);
 }
 
+#[path = "real_kernel/agent.rs"]
+mod agent;
+#[path = "real_kernel/bench.rs"]
+mod bench;
+
 struct Vector {
     name: &'static str,
     /// Regions the driver registers (two: setup S; one: the eviction scenarios).
@@ -820,6 +846,15 @@ const VECTORS: &[Vector] = &[
     v("T20", E, t20_min),
     v("T26", E, t26_top_level_protection),
     v("T27", E, t27_lru_and_protected_alloc),
+    // The node agent's round (real_kernel/agent.rs).
+    v("A1", S, agent::a1_limits),
+    v("A1b", S, agent::a1b_blocking_max),
+    v("A2", E, agent::a2_same_qos),
+    v("A2-noanc", E, agent::a2_same_qos_no_ancestors),
+    v("A3", E, agent::a3_other_qos),
+    v("A3-noanc", E, agent::a3_other_qos_no_ancestors),
+    v("A4", E, agent::a4_system),
+    v("A4-noanc", E, agent::a4_system_no_ancestors),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -876,7 +911,21 @@ fn main() -> ExitCode {
     if let Ok(mode) = std::env::var(HELPER) {
         return helper(&mode, &args);
     }
-    if std::env::var("KUBE_DMEM_REAL_KERNEL").as_deref() != Ok("1") {
+    let in_vm = std::env::var("KUBE_DMEM_REAL_KERNEL").as_deref() == Ok("1");
+    if let Some(i) = args.iter().position(|a| a == "--bench") {
+        // `--bench ROUNDS` (tests/vm/bench.sh): in the VM the kernel and the simulator, elsewhere
+        // the simulator only.
+        let rounds = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(200);
+        let series = std::env::var("KUBE_DMEM_KERNEL_SERIES").ok();
+        return match bench::run(rounds, series.as_deref().filter(|_| in_vm)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("real_kernel: bench FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if !in_vm {
         println!(
             "real_kernel: SKIPPED, not inside the test VM. These tests need a dmem kernel: run \
              tests/vm/test.sh (or tests/vm/run.sh 7.3 -- <this binary>)."
@@ -927,7 +976,8 @@ fn main() -> ExitCode {
                 continue;
             }
         };
-        let mut sim = SimSide::new(profile, v.regions);
+        let root_files = Path::new(CGROOT).join("dmem.capacity").exists();
+        let mut sim = SimSide::new(profile, v.regions, root_files);
         let (mut kernel_log, mut sim_log) = (Log::default(), Log::default());
         (v.run)(&mut real, &mut kernel_log);
         (v.run)(&mut sim, &mut sim_log);
@@ -952,6 +1002,32 @@ fn main() -> ExitCode {
                 unexpected += 1;
                 println!(
                     "{}: DIFFERENCE: {label}\n    kernel:    {kv:?}\n    simulator: {sv:?}\n    key: {key}",
+                    v.name
+                );
+            }
+        }
+        if let Some((_, before)) =
+            (kernel_log.0.iter()).find(|(l, _)| l == "root shows dmem.capacity before the round")
+        {
+            println!(
+                "{}: the root showed dmem.capacity before the agent's first round: {before}",
+                v.name
+            );
+        }
+        // What the kernel must show, whatever the simulator says.
+        for (es, ev, label, want) in agent::expected() {
+            if ev != v.name || (es != "*" && es != series) {
+                continue;
+            }
+            let got = kernel_log
+                .0
+                .iter()
+                .find(|(l, _)| *l == label)
+                .map(|(_, x)| x.as_str());
+            if got != Some(want.as_str()) {
+                unexpected += 1;
+                println!(
+                    "{}: EXPECTATION FAILED: {label}\n    kernel:   {got:?}\n    expected: {want:?}",
                     v.name
                 );
             }

@@ -80,25 +80,37 @@ fn t3_t4_write_and_reset(kind: Kind) {
 }
 
 fn t5_value_forms(kind: Kind) {
+    // `None`: EINVAL, the value stays. memparse of the 7.2/7.3 kernels: overflow saturates (16E,
+    // 2^64 read back as max), a suffix needs a digit before it (a bare G is EINVAL).
     let forms = [
-        ("0x40000000", "1073741824"),
-        ("010", "8"),
-        ("1g", "1073741824"),
-        ("2251799813685246", "2251799813685246"),
-        ("2251799813685247", "max"),
-        ("8E", "max"),
-        ("16E", "0"),
-        ("G", "0"),
+        ("0x40000000", Some("1073741824")),
+        ("010", Some("8")),
+        ("1g", Some("1073741824")),
+        ("2251799813685246", Some("2251799813685246")),
+        ("2251799813685247", Some("max")),
+        ("8E", Some("max")),
+        ("5", Some("5")),
+        ("16E", Some("max")),
+        ("18446744073709551616", Some("max")),
+        ("7", Some("7")),
+        ("G", None),
     ];
     for profile in ALL_PROFILES {
         let env = setup_s(kind, profile);
+        let mut shown_before = "max";
         for (value, shown) in forms {
-            write(&*env, "/k/a", DmemMax, &format!("{R0} {value}")).unwrap();
+            let data = format!("{R0} {value}");
+            match shown {
+                Some(_) => write(&*env, "/k/a", DmemMax, &data).unwrap(),
+                None => assert_errno(write(&*env, "/k/a", DmemMax, &data), libc::EINVAL, &data),
+            }
+            let shown = shown.unwrap_or(shown_before);
             assert_eq!(
                 read(&*env, "/k/a", DmemMax),
                 max_lines(shown, "max"),
                 "{value}"
             );
+            shown_before = shown;
         }
     }
 }
@@ -182,6 +194,9 @@ fn t11_t13_multi_line(kind: Kind) {
         } else {
             assert_errno(result, libc::EINVAL, "\n");
         }
+        assert_eq!(read(&*env, "/k/a", DmemMax), max_lines(r0, "max"));
+        // A zero-byte write returns 0 on every profile (the cgroup core answers it).
+        write(&*env, "/k/a", DmemMax, "").unwrap();
         assert_eq!(read(&*env, "/k/a", DmemMax), max_lines(r0, "max"));
     }
 }
@@ -300,9 +315,45 @@ fn t21_peak(kind: Kind) {
     }
 }
 
+/// T0: after boot the root shows no `dmem.capacity`/`dmem.current` until a controller is enabled
+/// in its `cgroup.subtree_control`; they stay after `-dmem`. Read-only files, written by root,
+/// fail with EINVAL at write(2).
+fn t0_root_files_and_read_only(kind: Kind) {
+    for profile in ALL_PROFILES {
+        let env = common::env(kind, common::kernel(profile));
+        let root = cg("/");
+        for file in [DmemCapacity, DmemCurrent] {
+            assert!(!env.fs().exists(&root, file), "{file}");
+            let err = env.fs().read(&root, file).unwrap_err();
+            assert_eq!(err.errno(), Some(libc::ENOENT), "{file}");
+        }
+        assert!(capacity(env.fs()).is_err());
+        write(&*env, "/", CgroupSubtreeControl, "+dmem").unwrap();
+        write(&*env, "/", CgroupSubtreeControl, "-dmem").unwrap();
+        assert_eq!(read(&*env, "/", CgroupSubtreeControl), "");
+        assert_eq!(
+            read(&*env, "/", DmemCapacity),
+            format!("{R0} 8514437120\n{R1} 17095983104\n")
+        );
+        assert_eq!(read(&*env, "/", DmemCurrent), max_lines("0", "0"));
+        let env = setup_s(kind, profile);
+        for (group, file) in [
+            ("/", DmemCapacity),
+            ("/", DmemCurrent),
+            ("/k/a", DmemCurrent),
+        ] {
+            let data = format!("{R0} 1G");
+            assert_errno(write(&*env, group, file, &data), libc::EINVAL, &data);
+        }
+    }
+}
+
 fn t22_no_css_below_root(kind: Kind) {
     for profile in ALL_PROFILES {
         let env = common::env(kind, common::kernel(profile));
+        // Something enabled at the root once (its dmem.current shows), then disabled again.
+        write(&*env, "/", CgroupSubtreeControl, "+dmem").unwrap();
+        write(&*env, "/", CgroupSubtreeControl, "-dmem").unwrap();
         env.mkdir("/k").unwrap();
         for file in [DmemCurrent, DmemMax, DmemMin, DmemLow] {
             assert!(!env.fs().exists(&cg("/k"), file));
@@ -368,6 +419,7 @@ macro_rules! vectors {
 }
 
 vectors!(
+    t0_root_files_and_read_only,
     t1_capacity,
     t2_fresh_defaults,
     t3_t4_write_and_reset,

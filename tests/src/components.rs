@@ -171,6 +171,11 @@ impl SimFs {
                 if let Some(status) = proc.exited() {
                     bail!("simfs exited with {status}: {}", proc.log_tail(10));
                 }
+                // Like a node's init system: the root's `dmem.capacity` appears once `+dmem` is in
+                // the root's `cgroup.subtree_control` (docs/kernel.md; the agent does not do it).
+                if root.join("cgroup.subtree_control").exists() {
+                    enable_dmem(&root)?;
+                }
                 Ok(std::fs::read_to_string(&capacity)
                     .ok()
                     .filter(|c| !c.is_empty())

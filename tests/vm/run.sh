@@ -6,7 +6,8 @@
 # Before COMMAND the guest mounts cgroup2 at /sys/fs/cgroup and loads the dmemtest driver. The
 # command's output is printed here and its exit status is ours; we fail instead if the kernel log
 # shows an oops, a WARNING, a BUG or a panic, or if the guest did not report an exit status.
-# Environment: KUBE_DMEM_* variables are passed into the guest; VM_TIMEOUT (s, default 600), VM_MEM.
+# Environment: KUBE_DMEM_* variables are passed into the guest; VM_TIMEOUT (s, default 600), VM_MEM,
+# VM_APPEND (more kernel command-line arguments; bench.sh uses it for a TSC clocksource).
 # COMMAND and what it reads may live anywhere on the host, /tmp included (the guest sees it all
 # read-only); COMMAND writes scratch files under TMPDIR=/run/tmp (HOME=/run/home), a guest tmpfs.
 set -euo pipefail
@@ -53,7 +54,7 @@ qemu_rc=0
 timeout "${VM_TIMEOUT:-600}" qemu-system-x86_64 \
   -accel tcg -cpu max -smp 1 -m "${VM_MEM:-1G}" -nographic -no-reboot -nic none \
   -kernel "$kdir/bzImage" \
-  -append "console=ttyS0 quiet panic=-1 oops=panic root=hostroot rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=262144 ro init=$here/guest-init.sh" \
+  -append "console=ttyS0 quiet panic=-1 oops=panic root=hostroot rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=262144 ro init=$here/guest-init.sh${VM_APPEND:+ $VM_APPEND}" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap,id=hostroot \
   -virtfs local,path="$res",mount_tag=results,security_model=none,id=results \
   </dev/null >"$res/console" 2>&1 || qemu_rc=$?

@@ -49,6 +49,14 @@ for s in "${series_list[@]}"; do
   boot=$(sed -n 's/.*boot-to-command \([0-9.]*\) s.*/\1 s/p' "$err")
   rm -f "$err"
   timings+=("vectors on $s: $(took "$t") (boot-to-command ${boot:-?})")
+  if [ $# -eq 0 ]; then
+    # The agent's first round on a freshly booted kernel, where nothing has enabled a controller
+    # at the root yet (the full run above enables dmem there in T00, before the agent vectors).
+    step "agent round on a fresh boot of $s (A1)"
+    t=$(now)
+    if "$here/run.sh" "$s" -- "$bin" A1; then :; else failed+=("$s (fresh boot)"); fi
+    timings+=("agent on a fresh boot of $s: $(took "$t")")
+  fi
 done
 
 step "timings"

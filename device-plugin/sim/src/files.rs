@@ -5,6 +5,13 @@
 //! * `cgroup.controllers` reads `"dmem\n"` when the cgroup has a dmem css (always on the root),
 //!   else `""`; `cgroup.subtree_control` reads `"dmem\n"` or `""` (cgroup core prints nothing,
 //!   not even a newline, for an empty mask). Only the dmem controller is modelled.
+//! * The root's `dmem.capacity` and `dmem.current` appear only once a controller has been enabled
+//!   in the root's `cgroup.subtree_control` (here: the first `+dmem` there) and stay after `-dmem`;
+//!   until then they are `ENOENT`, as on the 7.2 and 7.3 kernels (`docs/kernel.md` §1.1, T27).
+//! * Opens are modelled for root (the agent's case): a read-only file opens for writing
+//!   (`CAP_DAC_OVERRIDE`), and the write then fails with `EINVAL` (`cgroup_file_write` finds no
+//!   write handler). [`has_write_handler`] tells which files have one (a file server shows the
+//!   others as 0444, so that an unprivileged writer gets `EACCES` at open, as from the kernel).
 //! * `dmem.sim.charge` (every non-root cgroup, read-write) is the simulator's "task in this
 //!   cgroup" control file; a read shows, per registered region, the bytes of BOs allocated by
 //!   tasks of this cgroup that are resident in VRAM: `"{name} {bytes}\n"`.
@@ -71,8 +78,9 @@ impl DmemFile {
     }
 }
 
-/// Whether a file name the simulator serves can be opened for writing.
-pub(crate) fn writable(file: &str) -> bool {
+/// Whether a file the simulator serves has a write handler (`dmem.min`, `dmem.low`, `dmem.max`,
+/// `cgroup.subtree_control`, the charge file); writing any other file fails with `EINVAL`.
+pub fn has_write_handler(file: &str) -> bool {
     match DmemFile::from_name(file) {
         Some(f) => f.writable(),
         None => file == SUBTREE_CONTROL || file == CHARGE_FILE,
@@ -84,7 +92,9 @@ impl SimKernel {
     pub(crate) fn node_files(&self, node: NodeId) -> Vec<&'static str> {
         let mut out = vec![CONTROLLERS, SUBTREE_CONTROL];
         if node == ROOT {
-            out.extend([DmemFile::Capacity.name(), DmemFile::Current.name()]);
+            if self.root_files {
+                out.extend([DmemFile::Capacity.name(), DmemFile::Current.name()]);
+            }
         } else {
             if self.nodes[node].css.is_some() {
                 out.extend(
@@ -112,15 +122,15 @@ impl SimKernel {
         Ok(self.node_files(self.node_id(path)?))
     }
 
-    /// Whether `open(2)` of `path/file` would succeed: `ENOENT` for a missing cgroup or file,
-    /// `EACCES` for a write-open of a read-only file (`docs/kernel.md` §1.1, §8.4).
+    /// Whether `open(2)` of `path/file` by root would succeed: `ENOENT` for a missing cgroup or
+    /// file. Root opens a read-only file for writing too (`docs/kernel.md` §1.1, §8.4); the write
+    /// itself fails ([`SimKernel::write_file`]). `write` is kept for callers that model the open
+    /// mode; it changes nothing for root.
     pub fn check_open(&self, path: &str, file: &str, write: bool) -> Result<(), Errno> {
+        let _ = write;
         let node = self.node_id(path)?;
         if !self.node_files(node).contains(&file) {
             return Err(Errno::ENOENT);
-        }
-        if write && !writable(file) {
-            return Err(Errno::EACCES);
         }
         Ok(())
     }

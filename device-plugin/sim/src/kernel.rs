@@ -44,10 +44,15 @@ pub struct SimKernel {
     pub(crate) next_bo: u64,
     pub(crate) lru_clock: u64,
     pub(crate) oopses: u32,
+    /// The root shows `dmem.capacity` and `dmem.current`: set by the first `+dmem` in the root's
+    /// `cgroup.subtree_control` (a controller enabled there), never cleared.
+    pub(crate) root_files: bool,
 }
 
 impl SimKernel {
-    /// A kernel with only the root cgroup `/` (which has the dmem css) and no regions.
+    /// A kernel with only the root cgroup `/` (which has the dmem css) and no regions, as after
+    /// boot: nothing enabled in the root's `cgroup.subtree_control` yet, so the root does not show
+    /// `dmem.capacity` and `dmem.current` until `+dmem` is written there.
     pub fn new(config: SimConfig) -> Self {
         SimKernel {
             config,
@@ -73,6 +78,7 @@ impl SimKernel {
             next_bo: 1,
             lru_clock: 0,
             oopses: 0,
+            root_files: false,
         }
     }
 

@@ -27,7 +27,7 @@ pub use config::{
     DMEM_MAX_RECLAIM_RETRIES, PAGE_COUNTER_MAX_4K, PAGE_COUNTER_MAX_64K, Profile, SimConfig,
 };
 pub use errno::{ChargeError, Errno, SimError};
-pub use files::{CHARGE_FILE, DmemFile};
+pub use files::{CHARGE_FILE, DmemFile, has_write_handler};
 pub use kernel::{BoId, SimKernel};
 pub use pool::PoolId;
 pub use protection::effective_protection;

@@ -41,9 +41,12 @@ fn digit_value(b: u8) -> Option<u64> {
     }
 }
 
-/// `memparse` (lib/cmdline.c) on `s`: `simple_strtoull(s, &end, 0)` (base auto-detection, digits
-/// wrapping mod 2^64, zero digits allowed) then at most one `KMGTPE` suffix (case-insensitive,
-/// shifts wrap). Returns the value and the number of bytes consumed.
+/// `memparse` (lib/cmdline.c, as in the 7.2 and 7.3 kernels) on `s`: `simple_strtoull(s, &end, 0)`
+/// (base auto-detection; zero digits allowed; a value that overflows saturates at `u64::MAX`, as
+/// `_parse_integer_limit` does), then at most one `KMGTPE` suffix (case-insensitive), consumed only
+/// after at least one digit (a bare `G` is left unparsed); a shift that overflows saturates at
+/// `u64::MAX` (`check_shl_overflow`), so `16E` is `u64::MAX`. Returns the value and the number of
+/// bytes consumed.
 pub fn memparse(s: &[u8]) -> (u64, usize) {
     let (base, mut i) = if s.len() > 2
         && s[0] == b'0'
@@ -63,7 +66,10 @@ pub fn memparse(s: &[u8]) -> (u64, usize) {
         .and_then(digit_value)
         .filter(|&d| d < base)
     {
-        res = res.wrapping_mul(base).wrapping_add(d);
+        res = res
+            .checked_mul(base)
+            .and_then(|r| r.checked_add(d))
+            .unwrap_or(u64::MAX);
         i += 1;
     }
     let shift = match s.get(i) {
@@ -75,9 +81,13 @@ pub fn memparse(s: &[u8]) -> (u64, usize) {
         Some(b'E' | b'e') => 60,
         _ => 0,
     };
-    if shift > 0 {
-        // Bits shifted out are lost, like the kernel's `ret <<= 10` chain.
-        res <<= shift;
+    if shift > 0 && i > 0 {
+        let shifted = res << shift;
+        res = if shifted >> shift == res {
+            shifted
+        } else {
+            u64::MAX
+        };
         i += 1;
     }
     (res, i)
@@ -114,10 +124,14 @@ mod tests {
             ("1T", Some(1 << 40)),
             ("1p", Some(1 << 50)),
             ("8E", Some(1 << 63)),
-            ("16E", Some(0)),
-            ("G", Some(0)),
-            ("k", Some(0)),
-            ("e", Some(0)),
+            ("16E", Some(u64::MAX)), // the shift saturates
+            ("17179869184G", Some(u64::MAX)),
+            ("0x10E", Some(0x10e)), // E is a hex digit here
+            ("0x100000000000g", Some(u64::MAX)),
+            ("G", None), // a suffix needs a digit before it
+            ("k", None),
+            ("e", None),
+            ("0G", Some(0)),
             ("", Some(0)),
             ("0x", None), // octal 0 then 'x'
             ("0xg", None),
@@ -132,8 +146,10 @@ mod tests {
             ("1 G", None),
             (" 1", None),
             ("1\n", None),
-            ("18446744073709551616", Some(0)), // 2^64 wraps
-            ("18446744073709551617", Some(1)),
+            ("18446744073709551615", Some(u64::MAX)),
+            ("18446744073709551616", Some(u64::MAX)), // 2^64 saturates
+            ("99999999999999999999999", Some(u64::MAX)),
+            ("18446744073709551616K", Some(u64::MAX)),
             ("0xffffffffffffffffff", Some(u64::MAX)),
         ];
         for (s, want) in cases {
@@ -171,9 +187,10 @@ mod tests {
         }
 
         #[test]
-        fn suffix_wraps(n: u64, k in 0usize..6) {
+        fn suffix_saturates(n: u64, k in 0usize..6) {
             let s = format!("{n}{}", ["K", "M", "G", "T", "P", "E"][k]);
-            let want = n << (10 * (k as u32 + 1));
+            let shift = 10 * (k as u32 + 1);
+            let want = if n.leading_zeros() >= shift { n << shift } else { u64::MAX };
             proptest::prop_assert_eq!(parse_limit(s.as_bytes(), PCM), Some(want));
         }
     }

@@ -219,6 +219,9 @@ impl SimKernel {
                 return Err(Errno::EBUSY);
             }
             self.nodes[node].subtree_dmem = true;
+            if node == ROOT {
+                self.root_files = true;
+            }
             let kids: Vec<NodeId> = self.nodes[node].children.values().copied().collect();
             for k in kids {
                 self.attach_css(k);

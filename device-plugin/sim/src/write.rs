@@ -4,8 +4,9 @@
 //!
 //! Modelling choices beyond `docs/kernel.md` §8.5:
 //! * Writes longer than [`crate::SimConfig::write_limit`] fail with `E2BIG` before any parsing
-//!   (kernfs `atomic_write_len`, `docs/kernel.md` §2.4); a write to a read-only file fails with
-//!   `EACCES` (the open would have).
+//!   (kernfs `atomic_write_len`, `docs/kernel.md` §2.4); then a zero-byte write returns 0 for every
+//!   file without reaching a handler (`cgroup_file_write`: `if (!nbytes) return 0`, both
+//!   profiles); then a write to a read-only file (no write handler) fails with `EINVAL`.
 //! * `LegacyUnfixed`: the region is looked up before the missing value is dereferenced (the NULL
 //!   dereference is in `dmemcg_parse_limit`, after the lookup, `docs/kernel.md` §2.3), so an
 //!   *unknown* name without a value is `EINVAL`, and only a known region without a value oopses.
@@ -23,14 +24,14 @@
 
 use crate::config::Profile;
 use crate::errno::{Errno, SimError};
-use crate::files::{CHARGE_FILE, DmemFile};
+use crate::files::{CHARGE_FILE, DmemFile, has_write_handler};
 use crate::kernel::SimKernel;
 use crate::parse::{c_str, memparse, parse_limit, split_name, strstrip};
 use crate::pool::{PoolId, RegionId};
 use crate::tree::NodeId;
 
 impl SimKernel {
-    /// One `write(2)` of `data` to `path/file`; `nonblock` = the file was opened with
+    /// One `write(2)` of `data` to `path/file` by root; `nonblock` = the file was opened with
     /// `O_NONBLOCK`. Returns the number of bytes written (always `data.len()` on success).
     pub fn write_file(
         &mut self,
@@ -42,6 +43,12 @@ impl SimKernel {
         self.check_open(path, file, true)?;
         if data.len() > self.config.write_limit {
             return Err(Errno::E2BIG.into());
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if !has_write_handler(file) {
+            return Err(Errno::EINVAL.into());
         }
         let node = self.node_id(path)?;
         if file == CHARGE_FILE {

@@ -1,6 +1,7 @@
 //! Cgroup tree, file set and open/write rules beyond the `docs/kernel.md` §9 vectors:
-//! `cgroup.subtree_control`, `cgroup.controllers`, `EACCES`/`ENOENT`/`E2BIG`, the charge file and
-//! the C-string rule.
+//! `cgroup.subtree_control`, `cgroup.controllers`, read-only files (`EINVAL` at write, as root),
+//! `ENOENT`/`E2BIG`, empty writes, the root's files before `+dmem`, the charge file and the
+//! C-string rule.
 
 mod common;
 
@@ -41,14 +42,29 @@ fn files_per_cgroup_and_profile() {
 fn open_rules() {
     for p in ALL {
         let mut k = setup(p);
-        for f in ["dmem.capacity", "dmem.current", "cgroup.controllers"] {
-            assert_eq!(k.check_open("/", f, true), Err(Errno::EACCES), "{f}");
-            assert_eq!(k.check_open("/", f, false), Ok(()), "{f}");
+        // Root (the agent) opens read-only files for writing; the write fails with EINVAL
+        // (`cgroup_file_write` finds no write handler), as on the 7.2 and 7.3 kernels.
+        for (path, f) in [
+            ("/", "dmem.capacity"),
+            ("/", "dmem.current"),
+            ("/", "cgroup.controllers"),
+            ("/k/a", "dmem.current"),
+            ("/k/a", "cgroup.controllers"),
+        ] {
+            assert_eq!(k.check_open(path, f, true), Ok(()), "{path} {f}");
+            assert_eq!(k.check_open(path, f, false), Ok(()), "{path} {f}");
+            assert!(!kube_dmem_sim::has_write_handler(f), "{f}");
+            assert_eq!(
+                werr(&mut k, path, f, &format!("{R0} 1")),
+                Errno::EINVAL,
+                "{path} {f}"
+            );
+            // An empty write returns 0 before any handler is looked for.
+            assert_eq!(w(&mut k, path, f, ""), Ok(0), "{path} {f}");
         }
-        assert_eq!(
-            werr(&mut k, "/k/a", "dmem.current", &format!("{R0} 1")),
-            Errno::EACCES
-        );
+        for f in ["dmem.max", "dmem.min", "dmem.low", "cgroup.subtree_control"] {
+            assert!(kube_dmem_sim::has_write_handler(f), "{f}");
+        }
         assert_eq!(k.check_open("/", "dmem.max", false), Err(Errno::ENOENT));
         assert_eq!(
             k.check_open("/k/a", "dmem.capacity", false),
@@ -60,6 +76,48 @@ fn open_rules() {
         assert_eq!(
             werr(&mut k, "/", "dmem.max", &format!("{R0} 1")),
             Errno::ENOENT
+        );
+        assert_eq!(werr(&mut k, "/", "dmem.max", ""), Errno::ENOENT);
+    }
+}
+
+/// `docs/kernel.md` T0: after boot the root has no `dmem.capacity`/`dmem.current` until a
+/// controller is enabled in its `cgroup.subtree_control`; they stay after `-dmem`.
+#[test]
+fn root_files_appear_with_the_first_enable() {
+    for p in ALL {
+        let mut k = SimKernel::new(SimConfig::with_profile(p));
+        k.register_region(R0, R0_SIZE, true);
+        assert_eq!(
+            k.files("/").unwrap(),
+            ["cgroup.controllers", "cgroup.subtree_control"]
+        );
+        for f in ["dmem.capacity", "dmem.current"] {
+            assert_eq!(k.read_file("/", f), Err(Errno::ENOENT), "{p:?} {f}");
+            assert_eq!(werr(&mut k, "/", f, "x"), Errno::ENOENT, "{p:?} {f}");
+        }
+        assert_eq!(r(&k, "/", "cgroup.controllers"), "dmem\n");
+        // An empty or failed write enables nothing.
+        assert_eq!(w(&mut k, "/", "cgroup.subtree_control", ""), Ok(0));
+        assert_eq!(
+            werr(&mut k, "/", "cgroup.subtree_control", "+memory"),
+            Errno::EINVAL
+        );
+        assert_eq!(k.read_file("/", "dmem.capacity"), Err(Errno::ENOENT));
+        w(&mut k, "/", "cgroup.subtree_control", "+dmem").unwrap();
+        assert_eq!(r(&k, "/", "dmem.capacity"), format!("{R0} {R0_SIZE}\n"));
+        assert_eq!(r(&k, "/", "dmem.current"), format!("{R0} 0\n"));
+        w(&mut k, "/", "cgroup.subtree_control", "-dmem").unwrap();
+        assert_eq!(r(&k, "/", "cgroup.subtree_control"), "");
+        assert_eq!(r(&k, "/", "dmem.capacity"), format!("{R0} {R0_SIZE}\n"));
+        assert_eq!(
+            k.files("/").unwrap(),
+            [
+                "cgroup.controllers",
+                "cgroup.subtree_control",
+                "dmem.capacity",
+                "dmem.current"
+            ]
         );
     }
 }
@@ -167,8 +225,8 @@ fn mkdir_rules() {
 fn charge_file() {
     for p in ALL {
         let mut k = setup(p);
+        assert_eq!(w(&mut k, "/k/a", "dmem.sim.charge", ""), Ok(0));
         for bad in [
-            "",
             "\n",
             R0,
             &format!("{R0} 1G"),

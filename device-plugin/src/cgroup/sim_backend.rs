@@ -4,7 +4,8 @@
 //! EDGE-shaped but in-process: it translates `CgroupPath`/`CgroupFile` to the simulator's paths and file
 //! names and the simulator's errnos to `io::Error::from_raw_os_error`, so callers see exactly what the
 //! real cgroupfs (or the FUSE-mounted simulator) would give them. It applies the same open policy as
-//! `SysfsCgroups` (`dmem.max` non-blocking) and the same open-time checks (ENOENT, EACCES).
+//! `SysfsCgroups` (`dmem.max` non-blocking) and the checks a root writer meets (ENOENT at open,
+//! EINVAL at write for a read-only file).
 //! For node-logic tests it also records every write and can inject a failure (`fail_next`), so tests
 //! assert on outcomes, not on call order (`docs/contributing.md` §3).
 
@@ -154,8 +155,8 @@ impl SimCgroups {
         if let Some(errno) = self.take_fault(group, file) {
             return Err(fail(errno));
         }
-        // `write_file` starts with the open(2) checks a real writer meets first (ENOENT for a missing
-        // file, EACCES for a read-only one).
+        // `write_file` starts with the open(2) check a real writer meets first (ENOENT for a missing
+        // file); a read-only file then fails the write with EINVAL, as for root on the kernel.
         let result = self.lock(path)?.write_file(
             group.as_str(),
             file.file_name(),
@@ -241,9 +242,15 @@ mod tests {
 
     use super::*;
 
+    /// One region; something was enabled at the root once, so it shows its dmem files.
     fn sim() -> SimCgroups {
         let mut kernel = SimKernel::new(SimConfig::with_profile(Profile::Current));
         kernel.register_region("r0", 1 << 30, true);
+        for op in ["+dmem", "-dmem"] {
+            kernel
+                .write_file("/", "cgroup.subtree_control", op.as_bytes(), false)
+                .expect("root subtree_control");
+        }
         SimCgroups::from_kernel(kernel)
     }
 
@@ -260,7 +267,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             (err.errno(), err.path()),
-            (Some(libc::EACCES), std::path::Path::new("/dmem.current"))
+            (Some(libc::EINVAL), std::path::Path::new("/dmem.current"))
         );
         let err = sim.write(&root, CgroupFile::DmemMax, "r0 1").unwrap_err();
         assert_eq!(err.errno(), Some(libc::ENOENT));
@@ -319,6 +326,6 @@ mod tests {
             let _ = sim.write(&root, CgroupFile::DmemCurrent, "x");
         }
         assert_eq!(sim.writes().len(), WRITE_LOG_LEN);
-        assert_eq!(sim.writes()[0].errno, Some(libc::EACCES));
+        assert_eq!(sim.writes()[0].errno, Some(libc::EINVAL));
     }
 }

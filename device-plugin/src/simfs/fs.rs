@@ -95,7 +95,7 @@ impl SimFs {
             Node::Dir(_) => Err(Errno::ENOENT),
             Node::File(path, file) => {
                 kernel.check_open(path, file, false).map_err(sim_errno)?;
-                let perm = if kernel.check_open(path, file, true).is_ok() {
+                let perm = if kube_dmem_sim::has_write_handler(file) {
                     0o644
                 } else {
                     0o444
