@@ -51,6 +51,9 @@ pub struct Metrics {
     /// A pod's pressure tier per region, as its severity: 0 AtMax, 1 AboveHigh, 2 Contended,
     /// 3 Unprotected, 4 Protected, 5 Idle.
     pub pod_tier: Family<PodRegion, Gauge>,
+    /// Whether a pod's limits are in force (1) or not (0), by `namespace` and `pod`: the
+    /// `VRAMLimitsApplied` status as a number, for alerts.
+    pub pod_limits_in_force: Family<PodRegion, Gauge>,
     /// The pod's peak usage per region, for right-sizing: `dmem.peak` where the kernel has it
     /// (label `source="kernel"`, 7.3+), else the highest usage the agent saw at its polls since
     /// it started (`source="agent"`, a lower bound: spikes between polls are missed).
@@ -73,6 +76,7 @@ pub struct Metrics {
 /// kernel keeps none.
 #[derive(Clone, Debug, Default)]
 pub struct Published {
+    pod_names: BTreeSet<PodRegion>,
     pods: BTreeSet<PodRegion>,
     regions: BTreeSet<PodRegion>,
     agent_peak: std::collections::BTreeMap<PodRegion, u64>,
@@ -96,6 +100,7 @@ impl Metrics {
             pod_usage: Family::default(),
             pod_limit: Family::default(),
             pod_tier: Family::default(),
+            pod_limits_in_force: Family::default(),
             pod_peak: Family::default(),
             pod_high: Family::default(),
             pod_low: Family::default(),
@@ -164,6 +169,11 @@ impl Metrics {
             "pod_tier",
             "Pressure tier per pod and region (0 AtMax .. 5 Idle)",
             m.pod_tier.clone(),
+        );
+        r.register(
+            "pod_limits_in_force",
+            "1 when a pod's limits are in force in the kernel (VRAMLimitsApplied=True), else 0",
+            m.pod_limits_in_force.clone(),
         );
         r.register_with_unit(
             "pod_peak",
@@ -236,7 +246,27 @@ impl Metrics {
         }
         published.regions = regions;
         let mut current = BTreeSet::new();
+        let mut pods = BTreeSet::new();
         for pod in &report.pods {
+            let pod_labels: PodRegion = vec![
+                ("namespace", pod.facts.namespace.clone()),
+                ("pod", pod.facts.name.clone()),
+            ];
+            self.pod_limits_in_force
+                .get_or_create(&pod_labels)
+                .set(i64::from(pod.outcome.in_force()));
+            pods.insert(pod_labels);
+            // Counted every round it happens, so a rate shows an error that keeps happening.
+            match &pod.outcome {
+                crate::round::LimitsOutcome::WriteFailed { reason, .. }
+                | crate::round::LimitsOutcome::ReadFailed { reason, .. } => {
+                    Self::inc(&self.kernel_errors, "reason", reason);
+                }
+                _ if pod.read_failure.is_some() => {
+                    Self::inc(&self.kernel_errors, "reason", "KernelReadError");
+                }
+                _ => {}
+            }
             for row in &pod.regions {
                 let labels: PodRegion = vec![
                     ("namespace", pod.facts.namespace.clone()),
@@ -297,6 +327,10 @@ impl Metrics {
                 self.pod_peak.remove(&labels);
             }
         }
+        for gone in published.pod_names.difference(&pods) {
+            self.pod_limits_in_force.remove(gone);
+        }
+        published.pod_names = pods;
         published
             .agent_peak
             .retain(|labels, _| current.contains(labels));
@@ -435,5 +469,34 @@ mod tests {
         m.observe_round(&empty, &mut published);
         let text = encode(&registry);
         assert!(!text.contains("pod=\"p\""), "{text}");
+    }
+
+    #[test]
+    fn limits_in_force_and_kernel_errors_are_published_every_round() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        let mut published = Published::default();
+        let mut failing = report(1 << 30, None);
+        failing.pods[0].outcome = crate::round::LimitsOutcome::WriteFailed {
+            reason: "CgroupWriteRejected",
+            message: "writing dmem.max: EINVAL".into(),
+        };
+        m.observe_round(&failing, &mut published);
+        m.observe_round(&failing, &mut published);
+        let text = encode(&registry);
+        assert!(
+            text.contains("kube_dmem_agent_pod_limits_in_force{namespace=\"ml\",pod=\"p\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kube_dmem_agent_kernel_errors_total{reason=\"CgroupWriteRejected\"} 2"),
+            "{text}"
+        );
+        m.observe_round(&report(1 << 30, None), &mut published);
+        let text = encode(&registry);
+        assert!(
+            text.contains("kube_dmem_agent_pod_limits_in_force{namespace=\"ml\",pod=\"p\"} 1"),
+            "{text}"
+        );
     }
 }

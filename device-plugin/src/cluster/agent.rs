@@ -291,21 +291,11 @@ impl Agent {
                 // Written already; the watch has not brought it back yet.
                 continue;
             }
-            match &pod.outcome {
-                LimitsOutcome::WriteFailed { reason, .. } => {
-                    Metrics::inc(&self.metrics.kernel_errors, "reason", reason);
-                }
-                LimitsOutcome::ReadFailed { reason, message } => {
-                    Metrics::inc(&self.metrics.kernel_errors, "reason", reason);
-                    warn!(pod = %pod.facts.name, namespace = %pod.facts.namespace, reason,
-                        error = %message, "Reading the pod's dmem files failed; its limits are left as they are");
-                }
-                _ => {}
-            }
-            if let Some(failure) = &pod.read_failure
-                && !matches!(pod.outcome, LimitsOutcome::ReadFailed { .. })
-            {
-                Metrics::inc(&self.metrics.kernel_errors, "reason", "KernelReadError");
+            // Logged when the condition changes; counted every round (Metrics::observe_round).
+            if let LimitsOutcome::ReadFailed { reason, message } = &pod.outcome {
+                warn!(pod = %pod.facts.name, namespace = %pod.facts.namespace, reason,
+                    error = %message, "Reading the pod's dmem files failed; its limits are left as they are");
+            } else if let Some(failure) = &pod.read_failure {
                 warn!(pod = %pod.facts.name, namespace = %pod.facts.namespace,
                     error = %failure, "Reading the pod's VRAM usage failed; its pressure is unknown");
             }
