@@ -46,6 +46,8 @@ const GIB: u64 = 1 << 30;
 /// The quota's per-pod `max` and `high`; a pressure sample allocates between the two.
 const MAX: u64 = 8 * GIB;
 const HIGH: u64 = 4 * GIB;
+/// What every pod uses at rest (its usage annotation, `256Mi`).
+const BASE_USAGE: u64 = 256 << 20;
 /// `/proc/self/stat` counts CPU time in USER_HZ ticks, 100 per second on Linux.
 const TICKS_PER_SECOND: f64 = 100.0;
 
@@ -404,7 +406,11 @@ async fn bench(size: &Size) {
         let name = format!("p{i}");
         let kernel = || fs.kernel().lock().expect("kernel");
         let near = kernel()
-            .alloc_bo(pod_cgroup(i).as_str(), region(i), HIGH - HIGH / 20)
+            .alloc_bo(
+                pod_cgroup(i).as_str(),
+                region(i),
+                HIGH - HIGH / 20 - BASE_USAGE,
+            )
             .expect("allocation near high");
         tokio::time::sleep(size.poll + jitter.within(size.poll)).await;
         let t0 = Instant::now();

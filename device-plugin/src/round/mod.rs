@@ -78,13 +78,31 @@ pub fn run_round_with(
     // The kernel shows dmem files only where dmem is enabled top-down: enable it where the
     // round needs them (an act before observing; no write once it is enabled).
     let found = observe::pod_cgroups(fs, &cfg.scan_root)?;
-    let enabled = act::enable_dmem(fs, &found.values().collect::<Vec<_>>())?;
+    let mut enabled = act::enable_dmem(fs, &[])?;
     // Observe (kernel reads): regions, pod cgroups, what is in force in each.
     let node = observe::node(fs, found)?;
-    let (observed, failures): (Vec<_>, Vec<_>) = pods
+    let (mut observed, mut failures): (Vec<_>, Vec<_>) = pods
         .iter()
         .map(|facts| observe::pod(fs, facts, node.pod_cgroups.get(&facts.uid), cfg.high))
         .unzip();
+    // A pod cgroup without dmem files: enable dmem above it (a kubelet enables only the
+    // controllers it knows), then look again. Pods that have their files cost nothing here.
+    let bare: Vec<usize> = (0..observed.len())
+        .filter(|&i| observed[i].in_force.is_empty() && failures[i].is_none())
+        .filter(|&i| observed[i].cgroup.is_some())
+        .collect();
+    if !bare.is_empty() {
+        let groups: Vec<&CgroupPath> = bare
+            .iter()
+            .filter_map(|&i| observed[i].cgroup.as_ref())
+            .collect();
+        let changed = act::enable_dmem(fs, &groups)?;
+        enabled += changed;
+        for &i in bare.iter().filter(|_| changed > 0) {
+            let cgroup = node.pod_cgroups.get(&pods[i].uid);
+            (observed[i], failures[i]) = observe::pod(fs, &pods[i], cgroup, cfg.high);
+        }
+    }
     // Decide (pure): the limits each pod should have, and whether the round may write them.
     let names: Vec<&str> = node.regions.iter().map(|r| r.region.as_str()).collect();
     let decided = plan(&observed, quotas, &names, cfg.high);

@@ -96,9 +96,14 @@ pub fn after_act(
         &mut failure,
     );
     // `dmem.peak` exists on 7.3+ only: absent is normal on older kernels.
-    let peak = fs
-        .exists(group, CgroupFile::DmemPeak)
-        .then(|| absent_or_note(read_values(fs, group, CgroupFile::DmemPeak), &mut failure));
+    let peak = match read_values(fs, group, CgroupFile::DmemPeak) {
+        Ok(values) => Some(values),
+        Err(err) if err.is_not_found() => None,
+        Err(err) => {
+            failure.get_or_insert_with(|| error_chain(&err));
+            None
+        }
+    };
     let in_force = if wrote {
         absent_or_note(read_in_force(fs, group, high), &mut failure)
     } else {
