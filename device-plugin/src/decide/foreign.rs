@@ -14,11 +14,11 @@
 
 use std::collections::BTreeMap;
 
-use kube_dmem_crds::limits::KernelLimits;
+use kube_dmem_crds::limits::HighSupport;
 
 use crate::cgroup::format::DmemValue;
 use crate::cgroup::{CgroupFile, CgroupPath};
-use crate::decide::limits::PodPlan;
+use crate::decide::limits::{PodPlan, kernel_values};
 
 /// How many times in a row the agent restores a value another writer keeps changing.
 pub const MAX_RESTORES: u8 = 3;
@@ -113,9 +113,9 @@ pub fn settle(
 
 /// Records the values of `plan` as in force in `cgroup` after a round that confirmed them with no
 /// foreign write in sight (restoration counts start again).
-pub fn remember(written: &mut Written, cgroup: &CgroupPath, plan: &PodPlan) {
+pub fn remember(written: &mut Written, cgroup: &CgroupPath, plan: &PodPlan, high: HighSupport) {
     for (region, want) in &plan.desired {
-        for (file, value) in kernel_values(want) {
+        for (file, value) in kernel_values(want, high) {
             let key = (cgroup.clone(), file, region.clone());
             written.insert(key, Recorded { value, restores: 0 });
         }
@@ -133,22 +133,10 @@ pub fn forget_others<'a>(written: &mut Written, present: impl IntoIterator<Item 
     written.retain(|(cgroup, _, _), _| present.contains(cgroup));
 }
 
-/// The kernel values of one region's limits, as the files hold them.
-fn kernel_values(want: &KernelLimits) -> Vec<(CgroupFile, DmemValue)> {
-    let bytes_or = |v: Option<u64>, none: DmemValue| v.map_or(none, DmemValue::Bytes);
-    let mut values = vec![
-        (CgroupFile::DmemMax, bytes_or(want.max, DmemValue::Max)),
-        (CgroupFile::DmemLow, bytes_or(want.low, DmemValue::Bytes(0))),
-        (CgroupFile::DmemMin, bytes_or(want.min, DmemValue::Bytes(0))),
-    ];
-    if let Some(high) = want.high {
-        values.push((CgroupFile::DmemHigh, DmemValue::Bytes(high)));
-    }
-    values
-}
-
 #[cfg(test)]
 mod tests {
+    use kube_dmem_crds::limits::KernelLimits;
+
     use super::*;
     use crate::decide::limits::LimitWrite;
 
@@ -192,7 +180,7 @@ mod tests {
         let (settled, foreign) = settle(&p, true, &mut written, |_, _| DmemValue::Max);
         assert!(foreign.is_empty());
         assert_eq!(settled.writes.len(), 1);
-        remember(&mut written, &cg(), &p);
+        remember(&mut written, &cg(), &p, HighSupport::Emulated);
         // The quota now says 2Gi: our own change, not a foreign one.
         let p2 = plan(2 * G, 0, &[(CgroupFile::DmemMax, DmemValue::Bytes(2 * G))]);
         let (settled, foreign) = settle(&p2, true, &mut written, |_, _| DmemValue::Bytes(4 * G));
@@ -204,7 +192,7 @@ mod tests {
     fn a_stricter_foreign_max_is_kept_and_a_looser_one_reverted_then_given_up() {
         let mut written = Written::new();
         let p = plan(4 * G, G, &[]);
-        remember(&mut written, &cg(), &p);
+        remember(&mut written, &cg(), &p, HighSupport::Emulated);
         // Someone lowered max to 1Gi: kept, nothing written.
         let lowered = plan(4 * G, G, &[(CgroupFile::DmemMax, DmemValue::Bytes(4 * G))]);
         let (settled, foreign) = settle(&lowered, true, &mut written, |_, _| DmemValue::Bytes(G));
@@ -222,7 +210,7 @@ mod tests {
         assert!(settled.writes.is_empty());
         // A changed min (MPS and NVML write it) is restored like any other value.
         let mut written = Written::new();
-        remember(&mut written, &cg(), &p);
+        remember(&mut written, &cg(), &p, HighSupport::Emulated);
         let min = plan(4 * G, G, &[(CgroupFile::DmemMin, DmemValue::Bytes(G))]);
         let (_, foreign) = settle(&min, true, &mut written, |_, _| DmemValue::Bytes(3 * G));
         assert_eq!(foreign[0].policy, Policy::Reverted);
@@ -238,7 +226,12 @@ mod tests {
             settle(&reset, false, &mut written, |_, _| DmemValue::Bytes(2 * G));
         assert!(settled.writes.is_empty() && foreign.is_empty());
         // Once the agent limited it (a quota that then went away), resetting is its own to do.
-        remember(&mut written, &cg(), &plan(4 * G, 0, &[]));
+        remember(
+            &mut written,
+            &cg(),
+            &plan(4 * G, 0, &[]),
+            HighSupport::Emulated,
+        );
         let (settled, _) = settle(&reset, false, &mut written, |_, _| DmemValue::Bytes(4 * G));
         assert_eq!(settled.writes.len(), 1);
     }
@@ -246,7 +239,7 @@ mod tests {
     #[test]
     fn pods_gone_are_forgotten() {
         let mut written = Written::new();
-        remember(&mut written, &cg(), &plan(G, 0, &[]));
+        remember(&mut written, &cg(), &plan(G, 0, &[]), HighSupport::Emulated);
         assert_eq!(written.len(), 3);
         forget_others(&mut written, []);
         assert!(written.is_empty());

@@ -162,8 +162,22 @@ fn plan_pod<S: AsRef<str>>(
     }
 }
 
-/// The writes for one region, hard limit first: if the workload starts allocating while the agent
-/// is half-way through, the limit that fails allocations is the one that must already be there.
+/// The kernel values of one region's limits, file by file, hard limit first: if the workload
+/// starts allocating while the agent is half-way through writing them, the limit that fails
+/// allocations is the one that must already be there. `dmem.high` only where the kernel has it.
+pub fn kernel_values(want: &KernelLimits, high: HighSupport) -> Vec<(CgroupFile, DmemValue)> {
+    let bytes_or = |v: Option<u64>, none: DmemValue| v.map_or(none, DmemValue::Bytes);
+    let zero = DmemValue::Bytes(0);
+    let mut values = vec![(CgroupFile::DmemMax, bytes_or(want.max, DmemValue::Max))];
+    if high == HighSupport::Native {
+        values.push((CgroupFile::DmemHigh, bytes_or(want.high, DmemValue::Max)));
+    }
+    values.push((CgroupFile::DmemLow, bytes_or(want.low, zero)));
+    values.push((CgroupFile::DmemMin, bytes_or(want.min, zero)));
+    values
+}
+
+/// The writes for one region, in [`kernel_values`] order: those whose value is not in force.
 fn region_writes(
     cgroup: &CgroupPath,
     region: &str,
@@ -171,27 +185,10 @@ fn region_writes(
     have: &InForce,
     high: HighSupport,
 ) -> Vec<LimitWrite> {
-    let bytes_or = |v: Option<u64>, none: DmemValue| v.map_or(none, DmemValue::Bytes);
-    let zero = DmemValue::Bytes(0);
-    let mut wanted = vec![(
-        CgroupFile::DmemMax,
-        bytes_or(want.max, DmemValue::Max),
-        have.max,
-    )];
-    if high == HighSupport::Native {
-        let have_high = have.high.unwrap_or(DmemValue::Max);
-        wanted.push((
-            CgroupFile::DmemHigh,
-            bytes_or(want.high, DmemValue::Max),
-            have_high,
-        ));
-    }
-    wanted.push((CgroupFile::DmemLow, bytes_or(want.low, zero), have.low));
-    wanted.push((CgroupFile::DmemMin, bytes_or(want.min, zero), have.min));
-    wanted
+    kernel_values(want, high)
         .into_iter()
-        .filter(|(_, value, in_force)| !value.reads_back_as(*in_force))
-        .map(|(file, value, _)| LimitWrite {
+        .filter(|&(file, value)| !value.reads_back_as(have.get(file)))
+        .map(|(file, value)| LimitWrite {
             cgroup: cgroup.clone(),
             file,
             region: region.to_owned(),

@@ -136,7 +136,7 @@ pub fn run_round_with(
                 let outcome = after_act(done, stale, foreign.first());
                 match (&pod.cgroup, &outcome) {
                     (Some(cgroup), LimitsOutcome::Applied) => {
-                        foreign::remember(written, cgroup, &pod_plan);
+                        foreign::remember(written, cgroup, &pod_plan, cfg.high);
                     }
                     // Nothing governs the pod any more and the agent's values are undone: what
                     // others write to it from now on is theirs.
