@@ -310,6 +310,7 @@ async fn bench(size: &Size) {
         trigger,
         new_cgroup: new_cgroup.clone(),
         rounds,
+        dra: None,
         kubelet: None,
         poll_interval: size.poll,
         resync: Duration::from_secs(60),

@@ -36,7 +36,7 @@ pub enum Command {
     Standalone(StandaloneArgs),
     /// Run the node agent in a cluster: watch this node's pods and all DmemQuotas, enforce their
     /// limits through dmem cgroups, report pod conditions, serve the kubelet device plugin.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 /// Which kernel interface `run` enforces on.
@@ -54,6 +54,15 @@ pub enum Kubelet {
     /// Register the device plugin and read grants from PodResources.
     Enabled,
     /// No kubelet (fake nodes): no registration, no PodResources.
+    Disabled,
+}
+
+/// Whether the DRA driver runs (`docs/dra.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dra {
+    /// Publish this node's ResourceSlice; with a kubelet also register and prepare claims.
+    Enabled,
+    /// No DRA driver.
     Disabled,
 }
 
@@ -110,6 +119,28 @@ pub struct RunArgs {
     /// limits are put in force before containers are created. Unset: no NRI plugin.
     #[arg(long, env = "KUBE_DMEM_NRI_SOCKET")]
     pub nri_socket: Option<PathBuf>,
+    /// The DRA driver `vram.kube-dmem.io`: one ResourceSlice device per region, claims enforced
+    /// as dmem.max. Can run beside the device plugin.
+    #[arg(long, env = "KUBE_DMEM_DRA", value_enum, default_value_t = Dra::Disabled)]
+    pub dra: Dra,
+    /// Smallest VRAM claim (and the default of a request without capacity), e.g. `256Mi`.
+    #[arg(long, env = "KUBE_DMEM_DRA_MIN_REQUEST", default_value = "256Mi", value_parser = parse_unit)]
+    pub dra_min_request: std::num::NonZeroU64,
+    /// Claims are rounded up to the minimum plus a multiple of this step, e.g. `256Mi`.
+    #[arg(long, env = "KUBE_DMEM_DRA_REQUEST_STEP", default_value = "256Mi", value_parser = parse_unit)]
+    pub dra_request_step: std::num::NonZeroU64,
+    /// The kubelet's plugin registration directory (follows the kubelet's --root-dir).
+    #[arg(long, env = "KUBE_DMEM_DRA_REGISTRY_DIR", default_value = crate::dra::plugin::REGISTRY_DIR)]
+    pub dra_registry_dir: PathBuf,
+    /// The driver's directory under the kubelet's plugins directory: DRA socket and claim checkpoint.
+    #[arg(long, env = "KUBE_DMEM_DRA_PLUGIN_DIR", default_value = crate::dra::plugin::PLUGIN_DIR)]
+    pub dra_plugin_dir: PathBuf,
+    /// Where the container runtime reads CDI specs.
+    #[arg(long, env = "KUBE_DMEM_CDI_DIR", default_value = "/var/run/cdi")]
+    pub cdi_dir: PathBuf,
+    /// The node's sysfs, to read which kernel driver each GPU has.
+    #[arg(long, env = "KUBE_DMEM_SYSFS_ROOT", default_value = "/sys")]
+    pub sysfs_root: PathBuf,
 }
 
 impl RunArgs {
@@ -130,7 +161,24 @@ impl RunArgs {
             sim_profile,
             sim_regions,
             nri_socket,
+            dra,
+            dra_min_request,
+            dra_request_step,
+            dra_registry_dir,
+            dra_plugin_dir,
+            cdi_dir,
+            sysfs_root,
         } = self;
+        let dra = (dra == Dra::Enabled).then(|| crate::dra::DraConfig {
+            policy: crate::dra::RequestPolicy {
+                min: dra_min_request.get(),
+                step: dra_request_step.get(),
+            },
+            registry_dir: dra_registry_dir,
+            plugin_dir: dra_plugin_dir,
+            cdi_dir,
+            sysfs: sysfs_root,
+        });
         let backend = match cgroup_backend {
             CgroupBackend::Sysfs => crate::cluster::BackendConfig::Sysfs(cgroup_root),
             CgroupBackend::Sim => crate::cluster::BackendConfig::Sim {
@@ -157,6 +205,7 @@ impl RunArgs {
             resync,
             vram_unit,
             nri_socket,
+            dra,
         }
     }
 }
@@ -443,6 +492,27 @@ mod tests {
         let cfg = run.into_config();
         assert!(cfg.kubelet);
         assert_eq!(cfg.nri_socket, None, "NRI is off by default");
+        assert!(cfg.dra.is_none(), "DRA is off by default");
+        let dra = Args::try_parse_from([
+            "kube-dmem-device-plugin",
+            "run",
+            "--node-name",
+            "n1",
+            "--dra",
+            "enabled",
+            "--dra-min-request",
+            "1Gi",
+        ])
+        .unwrap();
+        let Command::Run(run) = dra.command else {
+            panic!("run")
+        };
+        let dra = run.into_config().dra.expect("DRA enabled");
+        assert_eq!((dra.policy.min, dra.policy.step), (1 << 30, 256 << 20));
+        assert_eq!(
+            dra.registry_dir,
+            PathBuf::from("/var/lib/kubelet/plugins_registry")
+        );
         assert!(
             matches!(cfg.backend, crate::cluster::BackendConfig::Sysfs(ref root) if root == std::path::Path::new("/sys/fs/cgroup"))
         );

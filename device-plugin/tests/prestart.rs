@@ -226,6 +226,7 @@ impl Node {
             new_cgroup: Arc::new(cgroup_watch::CgroupSignal::default()),
             rounds,
             kubelet: None,
+            dra: None,
             poll_interval: Duration::from_secs(3600),
             resync: Duration::from_secs(3600),
             health: Arc::new(Health::default()),

@@ -40,8 +40,11 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), TelemetryError> {
         filter: filter.to_owned(),
         source,
     })?;
+    // Colours only on a terminal: `kubectl logs` and log collectors would show escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Plain => builder.try_init(),

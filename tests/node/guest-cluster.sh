@@ -1,12 +1,19 @@
 #!/bin/bash
 # Owns: the one-node control plane inside the node VM (run by cluster.sh through run.sh; PKI, tool
-# and kubelet paths are host paths, seen under /host). etcd and the control plane listen on
-# 127.0.0.1; the node's address is 10.99.0.1 on a veth pair inside the guest (the kubelet refuses a
-# loopback node address, the apiserver wants a default route; the guest has no network device, so
-# nothing leaves it). The kubelet listens on 0.0.0.0:10250 so the apiserver reaches it for logs. Prints `T <step> <guest uptime>` lines and a final summary; exits non-zero
-# if the node is not Ready or the test pod does not succeed.
+# and kubelet paths are host paths, seen under /host). etcd and the control plane run on the guest;
+# the node's address is 10.99.0.1 on a veth pair inside the guest (the kubelet refuses a loopback
+# node address, the apiserver wants a default route; the guest has no network device, so nothing
+# leaves it). The apiserver listens on all of the guest's addresses so pods reach it at 10.99.0.1
+# (there is no kube-proxy: in-cluster clients are pointed there, see tests/node/README.md). The
+# kubelet listens on 0.0.0.0:10250 so the apiserver reaches it for logs. Prints `T <step> <guest
+# uptime>` lines and a final summary.
+#   guest-cluster.sh PKI BIN KUBELET [COMMAND...]
+# Without COMMAND: runs one busybox pod and exits non-zero unless it succeeds. With COMMAND: runs it
+# once the node is Ready, with KUBECONFIG (admin), NODE_BIN (the tools) and NODE_KUBELET_START (a
+# script that starts the kubelet again, for restart tests) exported; its status is ours.
 set -euo pipefail
 pki_host=$1 bin=/host$2 kubelet=/host$3
+shift 3
 up() { cut -d' ' -f1 /proc/uptime; }
 t() { echo "T $1 $(up)"; echo "$1 $(up)" >>/run/results/timings; }
 w=/run/node; mkdir -p $w/pki /var/lib/etcd /var/log/node
@@ -38,7 +45,7 @@ t start
   --unsafe-no-fsync --quota-backend-bytes=1073741824 >$L/etcd.log 2>&1 &
 waitfor etcd-listening 120 bash -c 'echo >/dev/tcp/127.0.0.1/2379'
 
-"$bin/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 --bind-address=127.0.0.1 --advertise-address=10.99.0.1 \
+"$bin/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 --bind-address=0.0.0.0 --advertise-address=10.99.0.1 \
   --secure-port=6443 --service-cluster-ip-range=10.96.0.0/24 \
   --tls-cert-file=$w/pki/apiserver.crt --tls-private-key-file=$w/pki/apiserver.key --client-ca-file=$w/pki/ca.crt \
   --kubelet-client-certificate=$w/pki/admin.crt --kubelet-client-key=$w/pki/admin.key \
@@ -72,11 +79,27 @@ imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 localStorageCapacityIsolation: false
 YAML
-"$kubelet" --config=$w/kubelet.yaml --kubeconfig=$w/pki/kubelet.kubeconfig --hostname-override=node0 \
-  --node-ip=10.99.0.1 --v=2 >$L/kubelet.log 2>&1 &
+cat >$w/kubelet-start.sh <<SH
+#!/bin/bash
+# Starts the kubelet in the background (again, after a restart test killed it); appends to its log.
+"$kubelet" --config=$w/kubelet.yaml --kubeconfig=$w/pki/kubelet.kubeconfig --hostname-override=node0 \\
+  --node-ip=10.99.0.1 --v=2 >>$L/kubelet.log 2>&1 &
+SH
+chmod +x $w/kubelet-start.sh
+$w/kubelet-start.sh
 waitfor controller-manager-default-sa 600 kc get serviceaccount default
 waitfor node-registered 600 kc get node node0
 waitfor node-ready 600 kc wait --for=condition=Ready node/node0 --timeout=1s
+
+if [ $# -gt 0 ]; then
+  export KUBECONFIG=$w/pki/admin.kubeconfig NODE_BIN=$bin NODE_KUBELET_START=$w/kubelet-start.sh
+  t command-start
+  rc=0
+  "$@" || rc=$?
+  t command-end
+  echo "--- summary (guest uptime, s)"; cat /run/results/timings
+  exit "$rc"
+fi
 
 kc apply -f - <<'YAML'
 apiVersion: v1

@@ -15,7 +15,7 @@ done
 case "$(/bin/busybox 2>&1 | head -1)" in BusyBox*) ;; *) echo "node/images: /bin/busybox does not run" >&2; exit 1 ;; esac
 file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' || { echo "node/images: /bin/busybox is not static" >&2; exit 1; }
 cache=${KUBE_DMEM_CACHE:-$HOME/.cache/kube-dmem}
-key=$(cat "$0" /bin/busybox | sha256sum | cut -c1-12)
+key=$(cat "$0" "$(dirname "$0")/oci.sh" /bin/busybox | sha256sum | cut -c1-12)
 dest=$cache/node-images/$key
 if [ -f "$dest/.complete" ]; then echo "$dest"; exit 0; fi
 rm -rf "$dest"; mkdir -p "$dest"
@@ -38,39 +38,12 @@ int main(void) {
 C
 gcc -static -Os -s -o "$work/pause" "$work/pause.c"
 
+# shellcheck source=tests/node/oci.sh
+. "$(dirname "$0")/oci.sh"
 # oci NAME CMD_JSON ROOTDIR
 oci() {
-  local name=$1 cmd=$2 root=$3 out=$work/oci-$1
-  mkdir -p "$out/blobs/sha256"
-  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$root" -cf "$work/layer.tar" .
-  python3 - "$out" "$work/layer.tar" "$name" "$cmd" <<'PY'
-import hashlib, json, os, shutil, sys
-out, layer, name, cmd = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-def blob(data):
-    d = hashlib.sha256(data).hexdigest()
-    with open(os.path.join(out, "blobs/sha256", d), "wb") as f: f.write(data)
-    return "sha256:" + d, len(data)
-ld, ls = blob(open(layer, "rb").read())
-cfg = {"architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
-       "config": {"Cmd": cmd, "Env": ["PATH=/bin"], "WorkingDir": "/"},
-       "rootfs": {"type": "layers", "diff_ids": [ld]},
-       "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "tests/node/images.sh"}]}
-cd, cs = blob(json.dumps(cfg, sort_keys=True).encode())
-man = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-       "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
-       "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": ls}]}
-md, ms = blob(json.dumps(man, sort_keys=True).encode())
-idx = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-       "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
-                      "platform": {"architecture": "amd64", "os": "linux"},
-                      "annotations": {"io.containerd.image.name": name,
-                                      "org.opencontainers.image.ref.name": name.rsplit(":", 1)[1]}}]}
-json.dump(idx, open(os.path.join(out, "index.json"), "w"), sort_keys=True)
-json.dump({"imageLayoutVersion": "1.0.0"}, open(os.path.join(out, "oci-layout"), "w"))
-PY
-  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$out" -cf "$dest/${name##*/}.tar.tmp" .
-  mv "$dest/${name##*/}.tar.tmp" "$dest/$(basename "${name%%:*}").tar"
-  echo "$name" >>"$dest/names"
+  oci_image "$1" "$3" "$dest/$(basename "${1%%:*}").tar" "{\"Cmd\": $2, \"Env\": [\"PATH=/bin\"]}"
+  echo "$1" >>"$dest/names"
 }
 mkdir -p "$work/bb/bin" "$work/bb/tmp" "$work/pa"
 cp /bin/busybox "$work/bb/bin/busybox"

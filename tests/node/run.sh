@@ -12,7 +12,8 @@
 # COMMAND's output is printed, its exit status is ours. We fail if the kernel log shows an
 # oops/WARNING/BUG/panic or if no exit status came back. --keep DIR (or NODE_RESULTS=DIR) keeps the
 # results share.
-# Env: VM_TIMEOUT (s, default 900); KUBE_DMEM_* are passed into the guest. The results share holds
+# Env: VM_TIMEOUT (s, default 900); NODE_EXTRA_IMAGES (more image archives to import, host paths,
+# space-separated; product-images.sh makes ours); KUBE_DMEM_* are passed into the guest. The results share holds
 # console, dmesg, containerd.log, timings and anything COMMAND wrote to /run/results.
 set -euo pipefail
 
@@ -46,7 +47,7 @@ if [ "$driver" = 1 ]; then cp "$("$here/../vm/build-module.sh" "$kdir")" "$res/d
 {
   printf 'export %s=%q\n' NODE_ROOTFS "$rootfs" NODE_INIT "$here/guest-init.sh" NODE_CONTAINERD "$containerd" \
     DMEMTEST_KO "$ko" DMEMTEST_PARAMS "$params" KUBE_DMEM_DMEMTEST_KO "$ko" \
-    NODE_IMAGES "$images/busybox.tar $images/pause.tar" GUEST_CWD "$PWD" HOME /root TMPDIR /tmp \
+    NODE_IMAGES "$images/busybox.tar $images/pause.tar${NODE_EXTRA_IMAGES:+ $NODE_EXTRA_IMAGES}" GUEST_CWD "$PWD" HOME /root TMPDIR /tmp \
     KUBE_DMEM_REAL_KERNEL 1 KUBE_DMEM_KERNEL_SERIES 7.3
   while IFS='=' read -r name _; do
     case "$name" in

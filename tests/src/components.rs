@@ -271,6 +271,7 @@ pub struct Agent {
     pub node: String,
     kubeconfig: PathBuf,
     cgroup_root: PathBuf,
+    extra_args: Vec<String>,
 }
 
 impl Agent {
@@ -280,14 +281,30 @@ impl Agent {
     /// # Errors
     /// When it cannot start or does not become ready.
     pub fn start(ctx: &TestCtx, node: &str, cgroup_root: &Path) -> Result<Self> {
+        Self::start_with(ctx, node, cgroup_root, &[])
+    }
+
+    /// [`Agent::start`] with extra command-line arguments (e.g. `--dra enabled`), kept across
+    /// [`Agent::crash_and_restart`].
+    ///
+    /// # Errors
+    /// When it cannot start or does not become ready.
+    pub fn start_with(
+        ctx: &TestCtx,
+        node: &str,
+        cgroup_root: &Path,
+        extra_args: &[&str],
+    ) -> Result<Self> {
         let kubeconfig = token::agent_kubeconfig(node, &ctx.dir)?;
         let admin = free_addr()?;
+        let extra_args: Vec<String> = extra_args.iter().map(|a| (*a).to_owned()).collect();
         let mut agent = Self {
-            proc: Self::spawn(ctx, node, &kubeconfig, cgroup_root, admin)?,
+            proc: Self::spawn(ctx, node, &kubeconfig, cgroup_root, admin, &extra_args)?,
             admin,
             node: node.to_owned(),
             kubeconfig,
             cgroup_root: cgroup_root.to_path_buf(),
+            extra_args,
         };
         wait_ready(&mut agent.proc, agent.admin)?;
         Ok(agent)
@@ -299,6 +316,7 @@ impl Agent {
         kubeconfig: &Path,
         cgroup_root: &Path,
         admin: SocketAddr,
+        extra_args: &[String],
     ) -> Result<Proc> {
         let env = Env::get();
         let mut cmd = Command::new(env.binary("kube-dmem-device-plugin")?);
@@ -310,6 +328,7 @@ impl Agent {
             .args(["--kubelet", "disabled"])
             .args(["--admin-addr", &admin.to_string()])
             .args(["--poll-interval", "200ms"])
+            .args(extra_args)
             .env("KUBECONFIG", kubeconfig)
             .env("KUBE_DMEM_LOG", "info,kube_dmem_device_plugin=debug")
             .env("NO_COLOR", "1");
@@ -332,6 +351,7 @@ impl Agent {
             &self.kubeconfig,
             &self.cgroup_root,
             self.admin,
+            &self.extra_args,
         )?;
         wait_ready(&mut self.proc, self.admin)
     }

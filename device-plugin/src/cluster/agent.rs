@@ -20,7 +20,9 @@ use crate::cluster::objects::Objects;
 use crate::decide::backoff::Backoff;
 use crate::decide::conditions::{self, ConditionKey};
 use crate::decide::foreign::Written;
-use crate::decide::inputs::{InvalidQuota, LastValid, by_uid, keep_last_valid, round_inputs};
+use crate::decide::inputs::{
+    InvalidQuota, LastValid, by_uid, cgroup_may_be_absent, keep_last_valid, round_inputs,
+};
 use crate::kubelet::decide::grants::Grants;
 use crate::kubelet::decide::inventory::Inventory;
 use crate::metrics::{Metrics, Published};
@@ -65,6 +67,8 @@ pub struct Agent {
     round_cfg: RoundConfig,
     metrics: Metrics,
     inventory: watch::Sender<Inventory>,
+    /// Regions `(name, bytes)` of the latest good round, for the DRA driver's ResourceSlice.
+    regions: Option<watch::Sender<crate::dra::Regions>>,
     /// Condition keys written per pod (`namespace/name`), so a write is not repeated before the
     /// watch brings it back.
     written: BTreeMap<String, ConditionKey>,
@@ -120,6 +124,7 @@ impl Agent {
             round_cfg,
             metrics,
             inventory,
+            regions: None,
             written: BTreeMap::new(),
             published_regions: None,
             dmem_event_sent: false,
@@ -131,6 +136,12 @@ impl Agent {
             node_backoff: Backoff::new(SIDE_BACKOFF_INITIAL, SIDE_BACKOFF_MAX),
             event_backoff: Backoff::new(SIDE_BACKOFF_INITIAL, SIDE_BACKOFF_MAX),
         }
+    }
+
+    /// Publishes the regions of every good round on `regions` (the DRA driver's slice follows them).
+    pub fn with_regions(mut self, regions: watch::Sender<crate::dra::Regions>) -> Self {
+        self.regions = Some(regions);
+        self
     }
 
     /// A fresh agent over the same kernel, as after a restart of the process: every memory of
@@ -214,6 +225,18 @@ impl Agent {
     }
 
     fn publish_inventory(&self, report: &RoundReport) {
+        if let Some(tx) = &self.regions {
+            let now: Vec<(String, u64)> = (report.regions.iter())
+                .map(|r| (r.region.clone(), r.bytes))
+                .collect();
+            tx.send_if_modified(|last| {
+                let changed = last.as_ref() != Some(&now);
+                if changed {
+                    *last = Some(now.clone());
+                }
+                changed
+            });
+        }
         let capacity = report
             .regions
             .iter()
@@ -282,6 +305,13 @@ impl Agent {
                 .and_then(|p| p.status.as_ref())
                 .and_then(|s| s.conditions.as_deref())
                 .unwrap_or_default();
+            // A pod that is starting, done or going away may have no cgroup: not worth a Warning.
+            let object = objects.get(pod.facts.uid.as_str());
+            if pod.outcome == LimitsOutcome::CgroupNotFound
+                && object.is_some_and(|p| cgroup_may_be_absent(p))
+            {
+                continue;
+            }
             let desired = conditions::desired(pod, current, now);
             if !desired.needs_write() {
                 self.written.remove(&key);

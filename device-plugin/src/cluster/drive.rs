@@ -18,6 +18,8 @@ use super::prestart::RoundRequest;
 use crate::cluster::api::ApiSink;
 use crate::cluster::objects::{Caches, Objects};
 use crate::decide::inputs;
+use crate::dra::prepare::ClaimRound;
+use crate::dra::store::ClaimStore;
 use crate::kubelet::RESOURCE_NAME;
 use crate::kubelet::decide::grants::{Grants, join};
 use crate::kubelet::decide::inventory::Inventory;
@@ -55,6 +57,15 @@ pub struct KubeletSide {
     pub inventory: watch::Receiver<Inventory>,
 }
 
+/// The DRA driver's side of the loop: the prepared claims (their grants join the kubelet's in
+/// every round) and the driver's requests for a round.
+pub struct DraSide {
+    /// Prepared claims.
+    pub claims: Arc<ClaimStore>,
+    /// Round requests of `NodePrepareResources` and `NodeUnprepareResources`.
+    pub rounds: mpsc::Receiver<ClaimRound>,
+}
+
 /// Everything the loop drives; [`drive`] runs it.
 pub struct Loop<'a> {
     /// The agent's state between rounds.
@@ -72,6 +83,8 @@ pub struct Loop<'a> {
     pub rounds: mpsc::Receiver<RoundRequest>,
     /// PodResources and inventory, without a kubelet `None`.
     pub kubelet: Option<KubeletSide>,
+    /// The DRA driver, `None` when it is off.
+    pub dra: Option<DraSide>,
     /// Pressure polling interval.
     pub poll_interval: Duration,
     /// Full re-evaluation interval.
@@ -91,6 +104,7 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
         new_cgroup,
         mut rounds,
         kubelet,
+        mut dra,
         poll_interval,
         resync,
         health,
@@ -102,10 +116,18 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
     let mut grants: Option<Grants> = None;
     loop {
         let mut pending: Option<RoundRequest> = None;
+        let mut claim_round: Option<ClaimRound> = None;
+        let dra_request = async {
+            match dra.as_mut() {
+                Some(d) => d.rounds.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             () = stop.cancelled() => break,
             Some(req) = rounds.recv() => pending = Some(req),
+            Some(req) = dra_request => claim_round = Some(req),
             () = new_cgroup.appeared() => {}
             // A new cgroup cuts the debounce short: its limits must precede the workload.
             // A pod change may be a new pod whose cgroup the kubelet is about to make: scan fast
@@ -125,8 +147,17 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
         if let Some(k) = &kubelet {
             grants = refresh_grants(&k.pod_resources, &snapshot, &k.inventory, grants.take()).await;
         }
+        // Claims are grants like the device plugin's units: a pod's sum per region is its ceiling.
+        let merged = dra
+            .as_ref()
+            .map(|d| with_claims(grants.as_ref(), &d.claims));
         let result = agent
-            .round(&snapshot, grants.as_ref(), sink, Timestamp::now())
+            .round(
+                &snapshot,
+                merged.as_ref().or(grants.as_ref()),
+                sink,
+                Timestamp::now(),
+            )
             .await;
         match &result {
             Ok(report) => {
@@ -155,6 +186,16 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
                 );
             }
         }
+        if let Some(req) = claim_round {
+            let outcomes = match &result {
+                Ok(report) => (report.pods.iter())
+                    .filter(|p| req.pods.contains(&p.facts.uid))
+                    .map(|p| (p.facts.uid.clone(), p.outcome.clone()))
+                    .collect(),
+                Err(_) => Default::default(),
+            };
+            let _ = req.reply.send(outcomes);
+        }
         if let Some(req) = pending {
             let outcome = result.ok().and_then(|report| {
                 report
@@ -169,6 +210,23 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
             let _ = req.reply.send(outcome);
         }
     }
+}
+
+/// The kubelet's grants (if any) with the prepared claims' grants added.
+fn with_claims(kubelet: Option<&Grants>, claims: &ClaimStore) -> Grants {
+    let mut merged = kubelet.cloned().unwrap_or_default();
+    for (uid, grants) in claims.grants_by_pod() {
+        let held = merged.by_uid.entry(uid).or_default();
+        held.extend(
+            grants
+                .into_iter()
+                .map(|g| crate::kubelet::decide::grants::Grant {
+                    region: g.region,
+                    bytes: g.bytes,
+                }),
+        );
+    }
+    merged
 }
 
 /// Fresh grants from PodResources; on failure the last known ones stay in use.

@@ -45,7 +45,7 @@ use crate::metrics::Metrics;
 use crate::round::RoundConfig;
 use agent::Agent;
 use backend::Backend;
-use drive::{KubeletSide, Loop, drive};
+use drive::{DraSide, KubeletSide, Loop, drive};
 use health::Health;
 use kube_dmem_runtime::admin;
 use prestart::{AgentPreStart, RoundRequest};
@@ -89,6 +89,8 @@ pub struct RunConfig {
     pub vram_unit: NonZeroU64,
     /// The runtime's NRI socket; `None`: no NRI plugin (`crate::nri`).
     pub nri_socket: Option<PathBuf>,
+    /// The DRA driver (`crate::dra`); `None`: off. Without a kubelet it only publishes the slice.
+    pub dra: Option<crate::dra::DraConfig>,
 }
 
 /// Why the agent stopped.
@@ -103,6 +105,10 @@ pub enum RunError {
     /// The simulator could not be set up.
     #[error("setting up the simulated node")]
     Sim(#[source] crate::standalone::sim_node::SimNodeError),
+    /// The DRA driver's claim checkpoint cannot be read: starting without it would drop the
+    /// limits of running pods, so the agent does not start.
+    #[error("loading the DRA claim checkpoint")]
+    ClaimCheckpoint(#[source] crate::dra::store::StoreError),
 }
 
 /// Runs the agent until `stop` is cancelled.
@@ -110,6 +116,10 @@ pub async fn run(cfg: RunConfig, stop: CancellationToken) -> Result<(), RunError
     let client = Client::try_default().await.map_err(RunError::Client)?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let dra_metrics = cfg
+        .dra
+        .as_ref()
+        .map(|_| crate::dra::metrics::DraMetrics::register(&mut registry));
     let health = Arc::new(Health::default());
     let listener = admin::bind(cfg.admin_addr).await.map_err(RunError::Admin)?;
     let mut tasks = JoinSet::new();
@@ -181,7 +191,15 @@ pub async fn run(cfg: RunConfig, stop: CancellationToken) -> Result<(), RunError
         high,
         thresholds: PressureThresholds::default(),
     };
-    let agent = Agent::new(cfg.node.clone(), backend, round_cfg, metrics, inventory_tx);
+    let mut agent = Agent::new(cfg.node.clone(), backend, round_cfg, metrics, inventory_tx);
+    let dra = match (&cfg.dra, dra_metrics) {
+        (Some(dra_cfg), Some(m)) => {
+            let (side, regions) = start_dra(&cfg, dra_cfg, &client, m, &stop, &mut tasks)?;
+            agent = agent.with_regions(regions);
+            Some(side)
+        }
+        _ => None,
+    };
     let sink = KubeSink::new(client, &cfg.node);
 
     // Observe nothing before both watches have synced: an empty view would look like "no pods".
@@ -198,6 +216,7 @@ pub async fn run(cfg: RunConfig, stop: CancellationToken) -> Result<(), RunError
         trigger,
         new_cgroup,
         rounds: rounds_rx,
+        dra,
         kubelet: pod_resources.map(|pod_resources| KubeletSide {
             pod_resources,
             inventory: inventory_rx,
@@ -210,6 +229,90 @@ pub async fn run(cfg: RunConfig, stop: CancellationToken) -> Result<(), RunError
     tasks.shutdown().await;
     Ok(())
 }
+
+/// Starts the DRA driver: the slice publisher always, the kubelet plugin where a kubelet runs.
+/// Returns the loop's side of it and where the rounds publish their regions.
+fn start_dra(
+    cfg: &RunConfig,
+    dra: &crate::dra::DraConfig,
+    client: &Client,
+    metrics: crate::dra::metrics::DraMetrics,
+    stop: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<(DraSide, RegionsTx), RunError> {
+    use crate::dra::{plugin, prepare, publish, server, store};
+    let claims = Arc::new(if cfg.kubelet {
+        store::ClaimStore::open(dra.plugin_dir.join(crate::dra::CHECKPOINT))
+            .map_err(RunError::ClaimCheckpoint)?
+    } else {
+        // No kubelet prepares claims here: nothing to remember.
+        store::ClaimStore::in_memory()
+    });
+    let (regions_tx, regions_rx) = watch::channel(None);
+    let (devices_tx, devices_rx) = watch::channel(None);
+    let (rounds_tx, rounds_rx) = mpsc::channel(16);
+    let nodes = device_nodes(&cfg.backend, &cfg.dev_root);
+    let drivers: Arc<dyn publish::KernelDrivers> = match cfg.backend {
+        BackendConfig::Sysfs(_) => Arc::new(publish::SysfsDrivers(dra.sysfs.clone())),
+        BackendConfig::Sim { .. } => Arc::new(publish::NoDrivers),
+    };
+    let mut registrations = None;
+    if cfg.kubelet {
+        let driver = prepare::AgentDriver::new(
+            Arc::new(prepare::KubeClaims(client.clone())),
+            claims.clone(),
+            devices_rx,
+            cfg.node.clone(),
+            rounds_tx,
+            Arc::clone(&nodes),
+        );
+        let service = server::DraService::new(Arc::new(driver), metrics.clone());
+        let paths = plugin::PluginPaths {
+            registry_dir: dra.registry_dir.clone(),
+            plugin_dir: dra.plugin_dir.clone(),
+            poll_interval: Duration::from_secs(1),
+        };
+        let plugin = plugin::DraPlugin::new(paths, service);
+        registrations = Some(plugin.verdict());
+        let stop = stop.clone();
+        tasks.spawn(
+            async move {
+                if let Err(err) = plugin.run(stop).await {
+                    tracing::error!(error = &err as &dyn std::error::Error, "DRA driver stopped");
+                }
+            }
+            .instrument(info_span!("dra-plugin")),
+        );
+    }
+    // The publisher reads its slice back often for a while after each registration.
+    let publisher = publish::Publisher {
+        node: cfg.node.clone(),
+        policy: dra.policy,
+        regions: regions_rx,
+        devices: devices_tx,
+        drivers,
+        api: Arc::new(publish::KubeSlices::new(client.clone(), &cfg.node)),
+        cdi: cfg.kubelet.then(|| publish::CdiWriter {
+            dir: dra.cdi_dir.clone(),
+            nodes: nodes.clone(),
+        }),
+        metrics: metrics.clone(),
+        registrations,
+    };
+    tasks.spawn(
+        publisher
+            .run(stop.clone())
+            .instrument(info_span!("dra-slice")),
+    );
+    let side = DraSide {
+        claims,
+        rounds: rounds_rx,
+    };
+    Ok((side, regions_tx))
+}
+
+/// Where rounds publish the regions they read.
+type RegionsTx = watch::Sender<crate::dra::Regions>;
 
 /// The device-node lookup for `backend`: the node's `dri/by-path` links under `dev_root` on a real
 /// cgroupfs, none on the simulator (its regions are no GPUs, and `/dev` may hold real ones).

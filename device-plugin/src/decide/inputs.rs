@@ -111,6 +111,29 @@ pub fn is_finished(pod: &Pod) -> bool {
     )
 }
 
+/// Whether a pod may rightly have no cgroup on the node: it has not started yet (`Pending`: the
+/// kubelet makes the pod cgroup when it creates the sandbox, seconds after scheduling), its
+/// containers have all exited (the kubelet removes the cgroup before the API shows `Succeeded` or
+/// `Failed`), or it is being deleted. For these a missing cgroup is no news: reporting
+/// `CgroupNotFound` would put a Warning on every pod that starts or completes normally, and a
+/// completed pod would keep it for good (finished pods are not looked at again).
+pub fn cgroup_may_be_absent(pod: &Pod) -> bool {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return true;
+    }
+    let Some(status) = pod.status.as_ref() else {
+        return true;
+    };
+    if matches!(status.phase.as_deref(), None | Some("Pending")) {
+        return true;
+    }
+    let containers = status.container_statuses.as_deref().unwrap_or_default();
+    !containers.is_empty()
+        && containers
+            .iter()
+            .all(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
+}
+
 /// The round inputs from `objects`, with `grants` (none without a kubelet).
 pub fn round_inputs(objects: &Objects, grants: Option<&Grants>) -> RoundInputs {
     let pods: Vec<Arc<Pod>> = objects
@@ -213,4 +236,76 @@ pub fn by_uid(pods: &[Arc<Pod>]) -> BTreeMap<&str, &Pod> {
     pods.iter()
         .filter_map(|p| Some((p.metadata.uid.as_deref()?, p.as_ref())))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(status: serde_json::Value, deleting: bool) -> Pod {
+        let mut meta = serde_json::json!({"name": "p", "namespace": "ns", "uid": "u"});
+        if deleting {
+            meta["deletionTimestamp"] = "2026-11-30T10:00:00Z".into();
+        }
+        serde_json::from_value(serde_json::json!({"metadata": meta, "status": status}))
+            .expect("pod")
+    }
+
+    #[test]
+    fn a_missing_cgroup_is_expected_only_before_start_after_exit_or_while_deleting() {
+        let running = serde_json::json!({"running": {}});
+        let exited = serde_json::json!({"terminated": {"exitCode": 0}});
+        let statuses = |states: &[&serde_json::Value]| -> serde_json::Value {
+            states
+                .iter()
+                .map(|s| serde_json::json!({"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": s}))
+                .collect()
+        };
+        let table = [
+            ("no status yet", serde_json::json!(null), false, true),
+            (
+                "pending",
+                serde_json::json!({"phase": "Pending"}),
+                false,
+                true,
+            ),
+            (
+                "running",
+                serde_json::json!({"phase": "Running", "containerStatuses": statuses(&[&running])}),
+                false,
+                false,
+            ),
+            (
+                "running, status not yet filled",
+                serde_json::json!({"phase": "Running"}),
+                false,
+                false,
+            ),
+            (
+                "one of two exited",
+                serde_json::json!({"phase": "Running", "containerStatuses": statuses(&[&exited, &running])}),
+                false,
+                false,
+            ),
+            (
+                "all exited, phase lagging",
+                serde_json::json!({"phase": "Running", "containerStatuses": statuses(&[&exited, &exited])}),
+                false,
+                true,
+            ),
+            (
+                "running but deleting",
+                serde_json::json!({"phase": "Running", "containerStatuses": statuses(&[&running])}),
+                true,
+                true,
+            ),
+        ];
+        for (case, status, deleting, expected) in table {
+            assert_eq!(
+                cgroup_may_be_absent(&pod(status, deleting)),
+                expected,
+                "{case}"
+            );
+        }
+    }
 }

@@ -15,6 +15,26 @@ pub mod podresources {
     tonic::include_proto!("v1");
 }
 
+/// Kubelet plugin registration API v1 (`proto/pluginregistration.proto`): how the DRA driver
+/// announces itself (`docs/dra.md` §1).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pluginregistration {
+    tonic::include_proto!("pluginregistration");
+}
+
+/// Kubelet DRA plugin API v1 (`proto/dra/v1.proto`, `docs/dra.md` §2).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod dra_v1 {
+    tonic::include_proto!("k8s.io.kubelet.pkg.apis.dra.v1");
+}
+
+/// Kubelet DRA plugin API v1beta1 (`proto/dra/v1beta1.proto`): the same messages without
+/// `share_id`, for kubelets older than 1.34.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod dra_v1beta1 {
+    tonic::include_proto!("k8s.io.kubelet.pkg.apis.dra.v1beta1");
+}
+
 /// API version string sent in `RegisterRequest.version`; the kubelet rejects any other.
 pub const DEVICE_PLUGIN_VERSION: &str = "v1beta1";
 

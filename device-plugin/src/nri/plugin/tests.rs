@@ -437,6 +437,7 @@ mod with_the_agent_loop {
             new_cgroup: Arc::new(CgroupSignal::default()),
             rounds: rounds_rx,
             kubelet: None,
+            dra: None,
             poll_interval: std::time::Duration::from_secs(3600),
             resync: std::time::Duration::from_secs(3600),
             health: Arc::new(Health::default()),

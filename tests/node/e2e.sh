@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Owns: the real-node end-to-end suite, host side. Builds what the node runs (release agent and
+# operator, the static workload, the realnode test binary), makes their images, then boots the node
+# VM with the test GPU driver, brings the one-node cluster up (cluster.sh) and runs guest-e2e.sh in
+# it: chart installed with helm, tests/e2e/realnode.rs against the real kubelet, containerd, runc
+# and kernel. Exit status = the suite's.
+#   usage: tests/node/e2e.sh [TEST_NAME_FILTER]
+# Env: KUBE_DMEM_NODE_KEEP=DIR keeps the results share (logs of every component, the suite's output);
+#      VM_TIMEOUT (default 2400 s). Prerequisites: tests/node/prereqs.sh.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+log() { printf '[node/e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+"$here/prereqs.sh"
+cd "$repo"
+target=${CARGO_TARGET_DIR:-$repo/target}
+
+log "building the agent and the operator (release)"
+cargo build -q --release --locked -p kube-dmem-device-plugin -p kube-dmem-operator
+log "building the workload (static)"
+RUSTFLAGS='-C target-feature=+crt-static' cargo build -q --release --locked \
+  --target x86_64-unknown-linux-gnu -p kube-dmem-workload
+log "building kubectl-dmem and the realnode suite"
+cargo build -q --locked -p kubectl-dmem
+test_bin=$(cargo test -q --locked -p kube-dmem-e2e --test realnode --no-run --message-format=json |
+  python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "realnode":
+        print(m["executable"])')
+[ -x "$test_bin" ] || { log "ERROR: no realnode test binary"; exit 1; }
+images=$("$here/product-images.sh" "$target/node-images" "$target/release/kube-dmem-device-plugin" \
+  "$target/release/kube-dmem-operator" "$target/x86_64-unknown-linux-gnu/release/kube-dmem-workload")
+
+keep=${KUBE_DMEM_NODE_KEEP:-}
+opts=(--driver --mem 6G)
+[ -z "$keep" ] || opts+=(--keep "$keep")
+log "booting the node (cluster up takes 3-5 minutes under TCG)"
+VM_TIMEOUT=${VM_TIMEOUT:-2400} NODE_EXTRA_IMAGES=$images KUBE_DMEM_NODE_E2E_TEST=$test_bin \
+  KUBE_DMEM_NODE_KUBECTL_DMEM=$target/debug/kubectl-dmem \
+  KUBE_DMEM_NODE_E2E_FILTER=${1:-} "$here/cluster.sh" "${opts[@]}" -- bash tests/node/guest-e2e.sh
