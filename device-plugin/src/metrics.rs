@@ -21,6 +21,11 @@ pub type Label = Vec<(&'static str, &'static str)>;
 /// `namespace`, `pod`, `region`.
 pub type PodRegion = Vec<(&'static str, String)>;
 
+/// How long the NRI plugin held pod sandbox and container creations, by `event` and `outcome`
+/// (`in_force`: the limits were confirmed; `not_confirmed`: the budget ran out and the runtime went
+/// on).
+pub type NriHeld = Family<Vec<(&'static str, String)>, Histogram>;
+
 /// All agent metrics; cheap to clone (the values are shared).
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -70,6 +75,8 @@ pub struct Metrics {
     pub region_usage: Family<PodRegion, Gauge>,
     /// Whether the node's kernel offers dmem (1) or not (0).
     pub dmem_available: Gauge,
+    /// The latency the NRI plugin adds to pod and container creation.
+    pub nri_held: NriHeld,
 }
 
 /// The per-pod series published last round, and the agent's own peak per pod and region where the
@@ -108,6 +115,11 @@ impl Metrics {
             region_capacity: Family::default(),
             region_usage: Family::default(),
             dmem_available: Gauge::default(),
+            // 100 µs .. ~3.3 s: a creation is held for one round (milliseconds) or up to the
+            // runtime's budget (about 1.5 s by default).
+            nri_held: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+            }),
         };
         let r = registry.sub_registry_with_prefix("kube_dmem_agent");
         r.register("rounds", "Enforcement rounds, by result", m.rounds.clone());
@@ -215,6 +227,12 @@ impl Metrics {
             "dmem_available",
             "1 when the node's kernel offers the dmem controller",
             m.dmem_available.clone(),
+        );
+        r.register_with_unit(
+            "nri_held",
+            "How long the NRI plugin held a pod sandbox or container creation, by event and outcome",
+            Unit::Seconds,
+            m.nri_held.clone(),
         );
         m
     }

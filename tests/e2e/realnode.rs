@@ -143,6 +143,8 @@ enum Gpu {
     Units(u32),
     /// Another plugin's GPU: privileged (all device nodes), governed by a quota only.
     Privileged,
+    /// A ResourceClaim from this template (our DRA driver: device nodes through CDI).
+    Claim(&'static str),
 }
 
 /// A pod running the workload with `steps`; the node's cgroup tree is mounted read-only at
@@ -155,6 +157,16 @@ fn workload_pod(ctx: &TestCtx, name: &str, app: &str, gpu: &Gpu, steps: &[&str])
             "{}".to_owned(),
         ),
         Gpu::Privileged => ("resources: {}".to_owned(), "{privileged: true}".to_owned()),
+        Gpu::Claim(_) => (
+            "resources: {claims: [{name: vram}]}".to_owned(),
+            "{}".to_owned(),
+        ),
+    };
+    let claims = match gpu {
+        Gpu::Claim(template) => {
+            format!("  resourceClaims: [{{name: vram, resourceClaimTemplateName: {template}}}]")
+        }
+        _ => String::new(),
     };
     let ns = &ctx.ns;
     let yaml = [
@@ -175,6 +187,7 @@ fn workload_pod(ctx: &TestCtx, name: &str, app: &str, gpu: &Gpu, steps: &[&str])
         "    env: [{name: POD_UID, valueFrom: {fieldRef: {fieldPath: metadata.uid}}}]".to_owned(),
         "    volumeMounts: [{name: cg, mountPath: /host-cgroup, readOnly: true}]".to_owned(),
         "  volumes: [{name: cg, hostPath: {path: /sys/fs/cgroup}}]".to_owned(),
+        claims,
     ]
     .join("\n");
     ctx.kubectl.apply(&yaml)?;
@@ -740,32 +753,14 @@ fn restarts_of_the_kubelet_containerd_the_agent_and_the_chart_never_lapse_a_limi
         log.push(format!("agent recreated after {:?}", started.elapsed()));
 
         // The chart is upgraded to changed values: the DaemonSet rolls its pod.
-        let helm = std::env::var("NODE_HELM").context("NODE_HELM")?;
-        let chart = std::env::var("NODE_CHART").context("NODE_CHART")?;
-        let values = std::env::var("NODE_VALUES").context("NODE_VALUES")?;
         let before_upgrade = agent_pod(ctx)?;
-        let out = Command::new(helm)
-            .args([
-                "upgrade",
-                RELEASE,
-                &chart,
-                "-n",
-                RELEASE_NAMESPACE,
-                "-f",
-                &values,
-            ])
-            .args([
-                "--set",
+        helm_upgrade(
+            ctx,
+            &[
                 "devicePlugin.logLevel=debug",
-                "--set",
                 "devicePlugin.pollInterval=2s",
-            ])
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "helm upgrade: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            ],
+        )?;
         // rollout status waits for the new generation to be observed and its pod available.
         agent_ready(ctx)?;
         ensure!(
@@ -796,7 +791,8 @@ fn restarts_of_the_kubelet_containerd_the_agent_and_the_chart_never_lapse_a_limi
         );
         ctx.kubectl
             .ok(&["-n", &ctx.ns, "delete", "pod", "steady"])?;
-        Ok(())
+        // Back to the suite's values for the cases after this one.
+        helm_upgrade(ctx, &[])
     });
 }
 
@@ -878,6 +874,17 @@ fn nri_puts_the_limits_in_place_before_the_first_instruction_of_every_pod() {
         )?;
         let n = race_runs();
         let refused = first_instruction_refusals(ctx, "nri", n)?;
+        // What the plugin added to each creation, from the agent's histogram (bucket bounds).
+        let metrics = agent_metrics(ctx)?;
+        for event in ["RunPodSandbox", "CreateContainer"] {
+            let (count, p50, p99) = held_quantiles(&metrics, event, "in_force");
+            eprintln!("rn-nri: {event} held p50 <= {p50} s, p99 <= {p99} s over {count} creations");
+            let (lost, _, _) = held_quantiles(&metrics, event, "not_confirmed");
+            ensure!(
+                lost == 0,
+                "{lost} {event} answered before the limits were confirmed"
+            );
+        }
         ensure!(
             refused == n,
             "with NRI, {refused} of {n} pods had their limit before they ran"
@@ -895,29 +902,7 @@ fn without_nri_the_race_shows_and_pods_start_while_the_agent_is_down() {
             "race",
             &format!("[{{region: {VRAM1:?}, max: 1Gi}}]"),
         )?;
-        let helm = std::env::var("NODE_HELM").context("NODE_HELM")?;
-        let chart = std::env::var("NODE_CHART").context("NODE_CHART")?;
-        let values = std::env::var("NODE_VALUES").context("NODE_VALUES")?;
-        let upgrade = |nri: bool| -> Result<()> {
-            let out = Command::new(&helm)
-                .args([
-                    "upgrade",
-                    RELEASE,
-                    &chart,
-                    "-n",
-                    RELEASE_NAMESPACE,
-                    "-f",
-                    &values,
-                ])
-                .args(["--set", &format!("nri.enabled={nri}")])
-                .output()?;
-            ensure!(
-                out.status.success(),
-                "helm upgrade: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            agent_ready(ctx)
-        };
+        let upgrade = |nri: bool| helm_upgrade(ctx, &[&format!("nri.enabled={nri}")]);
         // The same pods with the agent's inotify watch alone: report how often the pod wins.
         upgrade(false)?;
         let n = race_runs().min(20);
@@ -1067,4 +1052,155 @@ fn kubectl_dmem_shows_what_the_kernel_files_hold() {
         ctx.kubectl.ok(&["-n", &ctx.ns, "delete", "pod", "seen"])?;
         Ok(())
     });
+}
+
+/// `helm upgrade` of the release to the suite's values plus `set`; waits for the agent.
+fn helm_upgrade(ctx: &TestCtx, set: &[&str]) -> Result<()> {
+    let helm = std::env::var("NODE_HELM").context("NODE_HELM")?;
+    let chart = std::env::var("NODE_CHART").context("NODE_CHART")?;
+    let values = std::env::var("NODE_VALUES").context("NODE_VALUES")?;
+    let mut cmd = Command::new(helm);
+    cmd.args([
+        "upgrade",
+        RELEASE,
+        &chart,
+        "-n",
+        RELEASE_NAMESPACE,
+        "-f",
+        &values,
+    ]);
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output()?;
+    ensure!(
+        out.status.success(),
+        "helm upgrade: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    agent_ready(ctx)
+}
+
+#[test]
+fn a_dra_claim_is_the_pods_dmem_max_from_its_first_instruction() {
+    on_node("rn-dra", |ctx| {
+        helm_upgrade(ctx, &["dra.enabled=true"])?;
+        // The driver publishes the node's slice: one device per region.
+        eventually("the node's ResourceSlice", POD_START, || {
+            let slices = ctx.kubectl.json(&["get", "resourceslices"])?;
+            let ours: Vec<&Value> = slices["items"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|s| s["spec"]["driver"] == "vram.kube-dmem.io")
+                        .collect()
+                })
+                .unwrap_or_default();
+            let devices = ours
+                .iter()
+                .map(|s| s["spec"]["devices"].as_array().map_or(0, Vec::len))
+                .sum::<usize>();
+            if ours.len() == 1 && ours[0]["spec"]["nodeName"] == NODE && devices == 2 {
+                Ok(Some(()))
+            } else {
+                bail!("{} slices of ours with {devices} devices", ours.len())
+            }
+        })?;
+        ctx.kubectl.apply(&format!(
+            "apiVersion: resource.k8s.io/v1\nkind: ResourceClaimTemplate\n\
+             metadata: {{name: vram-4gi, namespace: {}}}\n\
+             spec: {{spec: {{devices: {{requests: [{{name: vram, exactly: {{deviceClassName: \
+             vram.kube-dmem.io, capacity: {{requests: {{memory: 4Gi}}}}}}}}]}}}}}}\n",
+            ctx.ns
+        ))?;
+        workload_pod(
+            ctx,
+            "claimed",
+            "claimed",
+            &Gpu::Claim("vram-4gi"),
+            &[
+                "limits",
+                "alloc",
+                "@",
+                "4294967297",
+                "alloc",
+                "@",
+                "4G",
+                "free",
+                "@",
+                "4G",
+                "hold",
+            ],
+        )?;
+        wait_phase(ctx, "claimed", "Running")?;
+        let s = wait_steps(ctx, "claimed", 5)?;
+        let region = s[1]["region"].as_str().unwrap_or_default().to_owned();
+        let line = format!("{region} {}", 4 * GI);
+        let max = s[0]["dmem.max"].as_array().cloned().unwrap_or_default();
+        ensure!(
+            max.iter().any(|l| l.as_str() == Some(line.as_str())),
+            "at start the pod cgroup's dmem.max was {max:?}, want {line:?}"
+        );
+        ensure!(
+            answer(&s[1]) == "EAGAIN",
+            "one byte past the claim: {}",
+            s[1]
+        );
+        ensure!(answer(&s[2]) == "ok", "the claim itself: {}", s[2]);
+        let dev = s[1]["device"].as_str().unwrap_or_default();
+        ensure!(
+            dev.starts_with("/dev/dri/renderD"),
+            "the workload used {dev:?}"
+        );
+        // The claim goes with the pod: its limit is gone from the kernel once the pod is deleted
+        // (the cgroup goes too), and the driver keeps nothing for it.
+        let cg = pod_cgroup(&uid(ctx, "claimed")?)?;
+        ctx.kubectl
+            .ok(&["-n", &ctx.ns, "delete", "pod", "claimed"])?;
+        eventually("the pod cgroup gone", POD_START, || {
+            Ok((!cg.exists()).then_some(()))
+        })?;
+        helm_upgrade(ctx, &[])
+    });
+}
+
+/// The running agent's `/metrics`, through the API server's pod proxy.
+fn agent_metrics(ctx: &TestCtx) -> Result<String> {
+    let pod = agent_pod(ctx)?;
+    ctx.kubectl.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/{RELEASE_NAMESPACE}/pods/{pod}:9808/proxy/metrics"),
+    ])
+}
+
+/// Count and the upper bounds of the p50 and p99 buckets of the NRI plugin's held histogram.
+fn held_quantiles(metrics: &str, event: &str, outcome: &str) -> (u64, String, String) {
+    let labels = format!("event=\"{event}\",outcome=\"{outcome}\"");
+    let mut buckets: Vec<(f64, u64)> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("kube_dmem_agent_nri_held_seconds_bucket{") && l.contains(&labels)
+        })
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let n = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le, n))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let count = buckets.last().map_or(0, |b| b.1);
+    let at = |q: f64| {
+        let rank = (q * count as f64).ceil() as u64;
+        buckets
+            .iter()
+            .find(|b| b.1 >= rank.max(1))
+            .map_or_else(|| "-".to_owned(), |b| format!("{}", b.0))
+    };
+    (count, at(0.5), at(0.99))
 }

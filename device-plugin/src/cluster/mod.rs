@@ -180,7 +180,10 @@ pub async fn run(cfg: RunConfig, stop: CancellationToken) -> Result<(), RunError
     }
     // NRI plugin (crate::nri): asks the loop for rounds like the PreStart hook; off unless configured.
     if let Some(socket) = cfg.nri_socket.clone() {
-        let plugin = Arc::new(crate::nri::plugin::NriPlugin::new(rounds_tx.clone()));
+        let plugin = Arc::new(
+            crate::nri::plugin::NriPlugin::new(rounds_tx.clone())
+                .with_metrics(metrics.nri_held.clone()),
+        );
         tasks.spawn(
             crate::nri::run(crate::nri::NriConfig { socket }, plugin, stop.clone())
                 .instrument(info_span!("nri")),

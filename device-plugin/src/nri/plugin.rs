@@ -49,6 +49,9 @@ pub struct NriPlugin {
     rounds: mpsc::Sender<RoundRequest>,
     budget: Mutex<Duration>,
     observer: Option<mpsc::UnboundedSender<Seen>>,
+    /// How long each creation event was held, by event and outcome: the latency the plugin adds
+    /// to a pod's or container's start.
+    held: Option<crate::metrics::NriHeld>,
 }
 
 impl NriPlugin {
@@ -58,7 +61,14 @@ impl NriPlugin {
             rounds,
             budget: Mutex::new(answer_budget(0)),
             observer: None,
+            held: None,
         }
+    }
+
+    /// Also records how long each creation was held in `held`.
+    pub fn with_metrics(mut self, held: crate::metrics::NriHeld) -> Self {
+        self.held = Some(held);
+        self
     }
 
     /// Also reports every handled request to `observer`.
@@ -118,10 +128,23 @@ impl NriPlugin {
         container: Option<&api::Container>,
     ) {
         let key = pod_key(pod);
+        let started = Instant::now();
         let ensured = match &key {
             Some(key) => self.ensure(key).await,
             None => Ensured::NoPod,
         };
+        if let Some(held) = &self.held {
+            let outcome = if ensured == Ensured::InForce {
+                "in_force"
+            } else {
+                "not_confirmed"
+            };
+            held.get_or_create(&vec![
+                ("event", method.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .observe(started.elapsed().as_secs_f64());
+        }
         let container_id = container.map(|c| c.id.clone());
         match (&key, &ensured) {
             (Some(key), Ensured::InForce) => debug!(pod = %key, method, "Limits in force"),

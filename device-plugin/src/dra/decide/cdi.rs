@@ -29,7 +29,10 @@ pub fn spec(devices: &[(RegionDevice, Vec<DeviceSpec>)]) -> Option<Value> {
                 .iter()
                 .map(|n| json!({"path": n.container_path, "hostPath": n.host_path, "permissions": n.permissions}))
                 .collect();
-            json!({"name": d.device, "containerEdits": {"deviceNodes": nodes}})
+            // The same variable the device plugin's Allocate sets, so a workload finds its region
+            // whichever way it got the GPU (with claims on several regions, the runtime keeps one).
+            let env = [format!("KUBE_DMEM_REGION={}", d.region)];
+            json!({"name": d.device, "containerEdits": {"deviceNodes": nodes, "env": env}})
         })
         .collect();
     (!entries.is_empty())
@@ -64,6 +67,10 @@ mod tests {
         assert_eq!(
             got["devices"][0]["containerEdits"]["deviceNodes"][0]["path"],
             "/dev/dri/card1"
+        );
+        assert_eq!(
+            got["devices"][0]["containerEdits"]["env"][0],
+            "KUBE_DMEM_REGION=drm/a/vram0"
         );
         assert_eq!(device_id("a"), "kube-dmem.io/vram=a");
     }

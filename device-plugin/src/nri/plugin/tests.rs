@@ -167,14 +167,42 @@ fn setup(
     mpsc::Receiver<RoundRequest>,
     mpsc::UnboundedReceiver<Seen>,
     NriConfig,
+    crate::metrics::NriHeld,
 ) {
     let (rounds, rounds_rx) = mpsc::channel(16);
     let (seen_tx, seen) = mpsc::unbounded_channel();
-    let plugin = Arc::new(NriPlugin::new(rounds).with_observer(seen_tx));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let held = crate::metrics::Metrics::register(&mut registry).nri_held;
+    let plugin = Arc::new(
+        NriPlugin::new(rounds)
+            .with_observer(seen_tx)
+            .with_metrics(held.clone()),
+    );
     let cfg = NriConfig {
         socket: dir.join("nri.sock"),
     };
-    (plugin, rounds_rx, seen, cfg)
+    (plugin, rounds_rx, seen, cfg, held)
+}
+
+/// Creations the plugin recorded as held, for `event` and `outcome`.
+fn held_count(held: &crate::metrics::NriHeld, event: &str, outcome: &str) -> u64 {
+    let labels = [("event", event.to_owned()), ("outcome", outcome.to_owned())];
+    let mut text = String::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register("held", "", held.clone());
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    let want = format!(
+        "held_count{{{}}} ",
+        labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{v}\""))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 async fn last_seen(seen: &mut mpsc::UnboundedReceiver<Seen>, method: &str) -> Seen {
@@ -189,7 +217,7 @@ async fn last_seen(seen: &mut mpsc::UnboundedReceiver<Seen>, method: &str) -> Se
 #[tokio::test]
 async fn registers_configures_and_answers_once_limits_are_in_force() {
     let dir = tempfile::tempdir().unwrap();
-    let (plugin, mut rounds, mut seen, cfg) = setup(dir.path());
+    let (plugin, mut rounds, mut seen, cfg, held) = setup(dir.path());
     let listener = UnixListener::bind(&cfg.socket).unwrap();
     let plugin_side = tokio::spawn(async move { session(&cfg, plugin).await });
     // The loop: first round does not know the pod yet, the second applies its limits.
@@ -239,6 +267,9 @@ async fn registers_configures_and_answers_once_limits_are_in_force() {
     let s = last_seen(&mut seen, "CreateContainer").await;
     assert_eq!(s.ensured, Some(Ensured::InForce));
     assert_eq!(s.container.as_deref(), Some("c1"));
+    // The time the creation was held is on the agent's metrics.
+    assert_eq!(held_count(&held, "CreateContainer", "in_force"), 1);
+    assert_eq!(held_count(&held, "CreateContainer", "not_confirmed"), 0);
 
     // Older runtimes announce new pods as a state change.
     let change = api::StateChangeEvent {
@@ -273,7 +304,7 @@ async fn registers_configures_and_answers_once_limits_are_in_force() {
 #[tokio::test]
 async fn a_slow_loop_still_gets_an_answer_before_the_runtime_deadline() {
     let dir = tempfile::tempdir().unwrap();
-    let (plugin, rounds, mut seen, cfg) = setup(dir.path());
+    let (plugin, rounds, mut seen, cfg, _held) = setup(dir.path());
     let listener = UnixListener::bind(&cfg.socket).unwrap();
     tokio::spawn(async move { session(&cfg, plugin).await });
     let (sock, _) = listener.accept().await.unwrap();
@@ -307,7 +338,7 @@ async fn a_slow_loop_still_gets_an_answer_before_the_runtime_deadline() {
 #[tokio::test]
 async fn reconnects_when_the_runtime_comes_back_on_a_new_socket() {
     let dir = tempfile::tempdir().unwrap();
-    let (plugin, _rounds, _seen, cfg) = setup(dir.path());
+    let (plugin, _rounds, _seen, cfg, _held) = setup(dir.path());
     let path = cfg.socket.clone();
     let stop = CancellationToken::new();
     // No socket yet: the plugin keeps trying.
