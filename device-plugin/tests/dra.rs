@@ -599,3 +599,87 @@ async fn a_kubelet_speaking_v1beta1_is_served_too() {
     assert_eq!(node.dmem_max(POD_UID), format!("{REGION} {}\n", 2 * GIB));
     node.stop().await;
 }
+
+/// `GetInfo` the way the real kubelet's plugin watcher sends it (grpc-go dialing the bare socket
+/// path, `docs/kubelet.md` §7.4): the path is the request's `:authority`, which an HTTP/2 server
+/// that checks authorities refuses with `RST_STREAM(PROTOCOL_ERROR)`. Raw frames, because no Rust
+/// client sends such an authority. Returns the decoded answer.
+async fn get_info_with_the_path_as_authority(
+    socket: &std::path::Path,
+) -> kube_dmem_device_plugin::kubelet::proto::pluginregistration::PluginInfo {
+    use prost::Message as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let n = payload.len();
+        let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, ty, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+    fn literal(out: &mut Vec<u8>, s: &[u8]) {
+        assert!(s.len() < 127);
+        out.push(s.len() as u8);
+        out.extend_from_slice(s);
+    }
+    let mut block = vec![0x83, 0x86]; // :method POST, :scheme http
+    block.push(0x44);
+    literal(&mut block, b"/pluginregistration.Registration/GetInfo");
+    block.push(0x41);
+    literal(&mut block, socket.to_string_lossy().as_bytes());
+    block.push(0x5f);
+    literal(&mut block, b"application/grpc");
+    block.push(0x40);
+    literal(&mut block, b"te");
+    literal(&mut block, b"trailers");
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    out.extend(frame(0x1, 0x4, 1, &block));
+    out.extend(frame(0x0, 0x1, 1, &[0, 0, 0, 0, 0]));
+    let mut conn = tokio::net::UnixStream::connect(socket).await.expect("dial");
+    conn.write_all(&out).await.expect("send");
+
+    let read = async {
+        loop {
+            let mut header = [0u8; 9];
+            conn.read_exact(&mut header).await.expect("frame header");
+            let len =
+                usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+            let mut payload = vec![0; len];
+            conn.read_exact(&mut payload).await.expect("frame payload");
+            let stream =
+                u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
+            match header[3] {
+                0x3 => panic!("the server reset the request: error code {payload:?}"),
+                0x7 => panic!("the server went away: {payload:?}"),
+                0x0 if stream == 1 && len >= 5 => return payload,
+                _ => {}
+            }
+        }
+    };
+    let message = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("an answer within 10 s");
+    kube_dmem_device_plugin::kubelet::proto::pluginregistration::PluginInfo::decode(&message[5..])
+        .expect("a PluginInfo")
+}
+
+#[tokio::test]
+async fn the_registration_socket_answers_a_kubelet_that_names_the_path_as_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = with_pod_and_claims(vec![]);
+    let node = Node::start(dir.path(), cluster, None);
+    let reg = node.paths.registration_socket();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::symlink_metadata(&reg).is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no registration socket"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let info = get_info_with_the_path_as_authority(&reg).await;
+    assert_eq!(info.name, DRIVER);
+    assert_eq!(info.r#type, "DRAPlugin");
+    node.stop().await;
+}

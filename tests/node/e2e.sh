@@ -4,7 +4,7 @@
 # VM with the test GPU driver, brings the one-node cluster up (cluster.sh) and runs guest-e2e.sh in
 # it: chart installed with helm, tests/e2e/realnode.rs against the real kubelet, containerd, runc
 # and kernel. Exit status = the suite's.
-#   usage: tests/node/e2e.sh [TEST_NAME_FILTER]
+#   usage: tests/node/e2e.sh [TEST BINARY ARGUMENTS, e.g. a test name filter]
 # Env: KUBE_DMEM_NODE_KEEP=DIR keeps the results share (logs of every component, the suite's output);
 #      VM_TIMEOUT (default 2400 s). Prerequisites: tests/node/prereqs.sh.
 set -euo pipefail
@@ -38,4 +38,4 @@ opts=(--driver --mem 6G)
 log "booting the node (cluster up takes 3-5 minutes under TCG)"
 VM_TIMEOUT=${VM_TIMEOUT:-2400} NODE_EXTRA_IMAGES=$images KUBE_DMEM_NODE_E2E_TEST=$test_bin \
   KUBE_DMEM_NODE_KUBECTL_DMEM=$target/debug/kubectl-dmem \
-  KUBE_DMEM_NODE_E2E_FILTER=${1:-} "$here/cluster.sh" "${opts[@]}" -- bash tests/node/guest-e2e.sh
+  KUBE_DMEM_NODE_E2E_FILTER="$*" "$here/cluster.sh" "${opts[@]}" -- bash tests/node/guest-e2e.sh

@@ -44,7 +44,7 @@ host=$("$bin" --bench "$rounds")
 row "simulator, host (native CPU)" "$(field "$host" 4 simulator) ms" "$(field "$host" 5 simulator) ms" "-"
 for s in "${series_list[@]}"; do
   t=$EPOCHREALTIME
-  kdir=$("$here/build-kernel.sh" "$s" 2>/dev/null)
+  kdir=$("$here/kernel.sh" "$s" 2>/dev/null)
   warm=$(awk -v a="$t" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
   cold=$(cat "$kdir/build-seconds" 2>/dev/null || echo "?")
   notes+=("kernel $s build: cold ${cold} s (recorded when the cached kernel was built), warm ${warm} s")

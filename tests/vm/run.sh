@@ -27,7 +27,7 @@ done
 [ "${1:-}" = -- ] && shift
 [ $# -gt 0 ] || { echo "run.sh: no command" >&2; exit 2; }
 
-kdir=$("$here/build-kernel.sh" "$series")
+kdir=$("$here/kernel.sh" "$series")
 ko=
 [ "$driver" = 0 ] || ko=$("$here/build-module.sh" "$kdir")
 

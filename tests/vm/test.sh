@@ -21,7 +21,7 @@ for s in "${series_list[@]}"; do
   step "kernel $s"
   t=$(now)
   log=$(mktemp)
-  { "$here/build-kernel.sh" "$s" 2>&1 >/dev/null; } | tee "$log" >&2
+  { "$here/kernel.sh" "$s" 2>&1 >/dev/null; } | tee "$log" >&2
   kind=warm; grep -q 'build-kernel\[.*\]: built ' "$log" && kind=cold
   rm -f "$log"
   timings+=("kernel $s build ($kind): $(took "$t")")

@@ -140,19 +140,19 @@ impl DraPlugin {
         let dra_path = self.paths.dra_socket();
         let reg_path = self.paths.registration_socket();
         // The DRA socket first: the kubelet dials it as soon as it has read our info.
-        let bind = |path: &PathBuf| {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|source| BindError {
-                    path: path.clone(),
-                    source,
-                })?;
-            }
-            uds::bind(path).map_err(|source| BindError {
+        let in_dir = |path: &PathBuf| {
+            let dir = path.parent().map_or(Ok(()), std::fs::create_dir_all);
+            dir.map_err(|source| BindError {
                 path: path.clone(),
                 source,
             })
         };
-        let dra_incoming = bind(&dra_path)?;
+        let failed = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| BindError { path, source }
+        };
+        in_dir(&dra_path)?;
+        let dra_incoming = uds::bind(&dra_path).map_err(failed(&dra_path))?;
         let dra = Server::builder()
             .add_service(dra_v1::dra_plugin_server::DraPluginServer::new(
                 self.service.clone(),
@@ -161,7 +161,9 @@ impl DraPlugin {
                 self.service.clone(),
             ))
             .serve_with_incoming_shutdown(dra_incoming, stop.clone().cancelled_owned());
-        let reg_incoming = bind(&reg_path)?;
+        // The kubelet's plugin watcher sends this socket's path as the HTTP/2 :authority.
+        in_dir(&reg_path)?;
+        let reg_incoming = uds::bind_for_plugin_watcher(&reg_path).map_err(failed(&reg_path))?;
         let registration = RegistrationService {
             info: PluginInfo {
                 r#type: DRA_PLUGIN_TYPE.to_owned(),
