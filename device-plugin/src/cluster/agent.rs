@@ -21,7 +21,8 @@ use crate::decide::backoff::Backoff;
 use crate::decide::conditions::{self, ConditionKey};
 use crate::decide::foreign::Written;
 use crate::decide::inputs::{
-    InvalidQuota, LastValid, by_uid, cgroup_may_be_absent, keep_last_valid, round_inputs,
+    InvalidQuota, LastValid, by_uid, cgroup_absence_is_news, cgroup_may_be_absent, keep_last_valid,
+    round_inputs,
 };
 use crate::kubelet::decide::grants::Grants;
 use crate::kubelet::decide::inventory::Inventory;
@@ -72,6 +73,9 @@ pub struct Agent {
     /// Condition keys written per pod (`namespace/name`), so a write is not repeated before the
     /// watch brings it back.
     written: BTreeMap<String, ConditionKey>,
+    /// When each pod's cgroup was first found missing while its pod looked alive, so a pod that
+    /// just finished (the kubelet removes the cgroup before the API says so) gets no Warning.
+    cgroup_missing_since: BTreeMap<String, Timestamp>,
     /// The regions annotation value last applied.
     published_regions: Option<String>,
     dmem_event_sent: bool,
@@ -126,6 +130,7 @@ impl Agent {
             inventory,
             regions: None,
             written: BTreeMap::new(),
+            cgroup_missing_since: BTreeMap::new(),
             published_regions: None,
             dmem_event_sent: false,
             invalid_quotas: BTreeSet::new(),
@@ -298,6 +303,8 @@ impl Agent {
             .map(|p| pod_key(&p.facts.namespace, &p.facts.name))
             .collect();
         self.written.retain(|key, _| present.contains(key));
+        self.cgroup_missing_since
+            .retain(|key, _| present.contains(key));
         for pod in &report.pods {
             let key = pod_key(&pod.facts.namespace, &pod.facts.name);
             let current = objects
@@ -307,10 +314,17 @@ impl Agent {
                 .unwrap_or_default();
             // A pod that is starting, done or going away may have no cgroup: not worth a Warning.
             let object = objects.get(pod.facts.uid.as_str());
-            if pod.outcome == LimitsOutcome::CgroupNotFound
-                && object.is_some_and(|p| cgroup_may_be_absent(p))
-            {
-                continue;
+            if pod.outcome == LimitsOutcome::CgroupNotFound {
+                if object.is_some_and(|p| cgroup_may_be_absent(p)) {
+                    self.cgroup_missing_since.remove(&key);
+                    continue;
+                }
+                let since = *self.cgroup_missing_since.entry(key.clone()).or_insert(now);
+                if !cgroup_absence_is_news(since, now) {
+                    continue;
+                }
+            } else {
+                self.cgroup_missing_since.remove(&key);
             }
             let desired = conditions::desired(pod, current, now);
             if !desired.needs_write() {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use kube_dmem_crds::select::{self, PodFacts, QuotaFacts, QuotaRef, Selector, quota_facts};
 
 use crate::cluster::objects::Objects;
@@ -109,6 +110,16 @@ pub fn is_finished(pod: &Pod) -> bool {
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")
     )
+}
+
+/// How long a pod that looks alive may lack its cgroup before that is worth a Warning. The
+/// kubelet removes a finished pod's cgroup before the API server hears that its containers
+/// exited; under load the status lags by seconds, and a Warning then would be false.
+pub const CGROUP_ABSENCE_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether a cgroup missing since `since` (while its pod looked alive) is news at `now`.
+pub fn cgroup_absence_is_news(since: Timestamp, now: Timestamp) -> bool {
+    now.duration_since(since).as_secs_f64() >= CGROUP_ABSENCE_GRACE.as_secs_f64()
 }
 
 /// Whether a pod may rightly have no cgroup on the node: it has not started yet (`Pending`: the
@@ -249,6 +260,17 @@ mod tests {
         }
         serde_json::from_value(serde_json::json!({"metadata": meta, "status": status}))
             .expect("pod")
+    }
+
+    #[test]
+    fn a_missing_cgroup_is_news_only_after_the_grace() {
+        let since: Timestamp = "2026-11-30T10:00:00Z".parse().expect("timestamp");
+        let at = |secs: i64| since + k8s_openapi::jiff::SignedDuration::from_secs(secs);
+        assert!(!cgroup_absence_is_news(since, since));
+        assert!(!cgroup_absence_is_news(since, at(29)));
+        assert!(cgroup_absence_is_news(since, at(30)));
+        // A clock that steps back never turns absence into news.
+        assert!(!cgroup_absence_is_news(since, at(-60)));
     }
 
     #[test]
