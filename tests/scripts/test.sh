@@ -4,7 +4,7 @@
 #   2. the core-purity check (core modules never do I/O or read clocks)
 #   3. every unit, simulator and FUSE test in the workspace
 #   4. chart checks (CRD copy, helm lint), observability rules, the real kernels in a VM
-#   5. the e2e suite on a real control plane (kwok nodes), then the real node in a VM
+#   5. the e2e suite on a real control plane (kwok nodes); the real node (tests/node) runs by hand
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -80,15 +80,10 @@ else
   step "WARNING: end-to-end suite NOT RUN (KUBE_DMEM_E2E=0)"
 fi
 
-# The real node (tests/node/e2e.sh): kubelet, containerd and runc on the 7.3 dmem kernel in a qemu
-# VM (TCG), the chart installed with helm, the cases of tests/e2e/realnode.rs on real pods. Cold it
-# adds the Debian rootfs (about 2 minutes) and the kubelet (about 2 minutes); the kernel is the one
-# the real-kernel stage already built. Warm: about NODE_WARM minutes. The NRI race cases start
-# KUBE_DMEM_NODE_RACE_RUNS pods each (10 here; the suite's default is 20). KUBE_DMEM_NODE=0 skips
-# the stage, loudly.
-if [[ ${KUBE_DMEM_NODE:-1} == 1 ]]; then
-  step "real node: kubelet, containerd, runc and the chart on the dmem kernel (tests/node/e2e.sh)"
-  KUBE_DMEM_NODE_RACE_RUNS=${KUBE_DMEM_NODE_RACE_RUNS:-10} bash tests/node/e2e.sh
-else
-  step "WARNING: real-node suite NOT RUN (KUBE_DMEM_NODE=0)"
-fi
+# The real node (tests/node/e2e.sh: kubelet, containerd and runc on the 7.3 dmem kernel in a qemu VM,
+# the chart installed with helm, tests/e2e/realnode.rs on real pods) is NOT a stage of this script
+# yet: cold it does not fit the CI budget on the 2-core machine. Measured on 2026-12-01 with every
+# cache empty: everything above took about 54 minutes; the node then needs a release build of the
+# agent and operator (11 minutes), the kubelet (1) and the Debian rootfs (1), and under TCG the
+# cluster took more than 8 minutes to register its node, before the cases (over 20 minutes). Run it by hand:
+# tests/node/e2e.sh (see tests/node/README.md).
