@@ -59,12 +59,17 @@ if [ "$driver" = 1 ]; then cp "$("$here/../vm/build-module.sh" "$kdir")" "$res/d
 printf '%q ' "$@" >"$res/cmd"
 echo >>"$res/cmd"
 
+# The guest page-caches what it reads from the host's root (cache=loose): the tree is read-only to
+# the guest and nothing on the host changes it during a run. Measured: boot to a command 25 s
+# instead of 51 s; the one-node cluster registered its node at 282 s of guest uptime instead of
+# 489 s (2026-12-01, 2 cores). NODE_9P_CACHE= turns it off.
+cache9p=${NODE_9P_CACHE-loose}
 t0=$EPOCHREALTIME
 qemu_rc=0
 timeout "${VM_TIMEOUT:-900}" qemu-system-x86_64 \
   -accel tcg,thread=multi -cpu max -smp "$smp" -m "$mem" -nographic -no-reboot -nic none \
   -kernel "$kdir/bzImage" \
-  -append "console=ttyS0 quiet panic=-1 oops=panic root=hostroot rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=262144 ro init=$here/guest-init.sh" \
+  -append "console=ttyS0 quiet panic=-1 oops=panic root=hostroot rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=262144${cache9p:+,cache=$cache9p} ro init=$here/guest-init.sh" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap,id=hostroot \
   -virtfs local,path="$res",mount_tag=results,security_model=none,id=results \
   </dev/null >"$res/console" 2>&1 || qemu_rc=$?
