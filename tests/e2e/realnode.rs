@@ -826,8 +826,8 @@ fn restarts_of_the_kubelet_containerd_the_agent_and_the_chart_never_lapse_a_limi
     });
 }
 
-/// How many pods the NRI case starts: 20 by default (about 5 minutes under TCG, which CI can
-/// afford); `KUBE_DMEM_NODE_RACE_RUNS=100` for the full measurement.
+/// How many pods the NRI case starts: 20 by default (a few minutes under TCG, batched in one
+/// apply); `KUBE_DMEM_NODE_RACE_RUNS=100` for a 100-run measurement.
 fn race_runs() -> usize {
     std::env::var("KUBE_DMEM_NODE_RACE_RUNS")
         .ok()
