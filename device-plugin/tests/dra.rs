@@ -274,11 +274,9 @@ impl Node {
             .unwrap_or_default()
     }
 
-    /// Registers like the kubelet's plugin watcher: wait for the socket, `GetInfo`, dial the
-    /// endpoint, `NotifyRegistrationStatus`. Returns the DRA v1 client.
-    async fn kubelet_registers(
-        &mut self,
-    ) -> v1::dra_plugin_client::DraPluginClient<tonic::transport::Channel> {
+    /// The registration socket's path once the driver has created it (the plugin watcher's
+    /// trigger), failing after 10 s.
+    async fn registration_socket(&self) -> std::path::PathBuf {
         let reg = self.paths.registration_socket();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while std::fs::symlink_metadata(&reg).is_err() {
@@ -290,6 +288,15 @@ impl Node {
             tokio::task::yield_now().await;
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        reg
+    }
+
+    /// Registers like the kubelet's plugin watcher: wait for the socket, `GetInfo`, dial the
+    /// endpoint, `NotifyRegistrationStatus`. Returns the DRA v1 client.
+    async fn kubelet_registers(
+        &mut self,
+    ) -> v1::dra_plugin_client::DraPluginClient<tonic::transport::Channel> {
+        let reg = self.registration_socket().await;
         let channel = uds::connect(&reg, Duration::from_secs(5))
             .await
             .expect("dial registration");
@@ -669,15 +676,7 @@ async fn the_registration_socket_answers_a_kubelet_that_names_the_path_as_author
     let dir = tempfile::tempdir().unwrap();
     let cluster = with_pod_and_claims(vec![]);
     let node = Node::start(dir.path(), cluster, None);
-    let reg = node.paths.registration_socket();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while std::fs::symlink_metadata(&reg).is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no registration socket"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let reg = node.registration_socket().await;
     let info = get_info_with_the_path_as_authority(&reg).await;
     assert_eq!(info.name, DRIVER);
     assert_eq!(info.r#type, "DRAPlugin");

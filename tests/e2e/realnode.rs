@@ -829,10 +829,15 @@ fn restarts_of_the_kubelet_containerd_the_agent_and_the_chart_never_lapse_a_limi
 /// How many pods the NRI case starts: 20 by default (a few minutes under TCG, batched in one
 /// apply); `KUBE_DMEM_NODE_RACE_RUNS=100` for a 100-run measurement.
 fn race_runs() -> usize {
-    std::env::var("KUBE_DMEM_NODE_RACE_RUNS")
+    env_or("KUBE_DMEM_NODE_RACE_RUNS", 20)
+}
+
+/// The environment variable `name` parsed, or `default` when it is unset or not a number.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
+        .unwrap_or(default)
 }
 
 /// Times the agent logged that it registered with the NRI runtime.

@@ -24,13 +24,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const BEST_EFFORT: &str = "/sys/fs/cgroup/kubepods/besteffort";
 const OBSERVER_POLL: Duration = Duration::from_millis(5);
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Watches for new pod cgroups and times each from first sight to `dmem.max` = `want` on `region`.
 struct Observer {
     stop: Arc<AtomicBool>,
@@ -189,9 +182,9 @@ fn start_latencies(ctx: &TestCtx, prefix: &str, n: usize) -> Result<Vec<Duration
 #[ignore = "benchmark on the real node: tests/node/bench.sh"]
 fn real_node_benchmark() {
     on_node("rn-bench", |ctx| {
-        let pods = usize::try_from(env_or("KUBE_DMEM_NODE_BENCH_PODS", 50))?;
+        let pods: usize = env_or("KUBE_DMEM_NODE_BENCH_PODS", 50);
         let steady = Duration::from_secs(env_or("KUBE_DMEM_NODE_BENCH_STEADY_S", 300));
-        let starts = usize::try_from(env_or("KUBE_DMEM_NODE_BENCH_STARTS", 10))?;
+        let starts: usize = env_or("KUBE_DMEM_NODE_BENCH_STARTS", 10);
         quota(
             ctx,
             "q",
