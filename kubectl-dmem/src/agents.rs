@@ -4,7 +4,7 @@
 //! app.kubernetes.io/component=device-plugin` and names the admin port `admin`
 //! (`charts/kube-dmem/templates/device-plugin-daemonset.yaml`). Per node, a running pod wins over
 //! one that is not (a rolling update can briefly show two); the port named `admin` wins over the
-//! default.
+//! default. `--agent-url NODE=URL` replaces a node's pod with a URL read directly.
 
 use std::collections::BTreeMap;
 
@@ -21,25 +21,105 @@ pub const DEFAULT_ADMIN_PORT: u16 = 9808;
 /// The name of the admin container port in the chart.
 const ADMIN_PORT_NAME: &str = "admin";
 
-/// A node agent pod to read `/metrics` from through the API server's pod proxy.
+/// Where to read one node agent's `/metrics`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct AgentEndpoint {
-    /// The agent pod's namespace.
-    pub namespace: String,
-    /// The agent pod's name.
-    pub pod: String,
-    /// Its admin port.
-    pub port: u16,
+#[serde(rename_all = "camelCase", tag = "via")]
+pub enum AgentEndpoint {
+    /// The agent pod, through the API server's pod proxy (the default: it needs nothing but the
+    /// user's kubeconfig and `pods/proxy` on the release namespace).
+    Pod {
+        /// The agent pod's namespace.
+        namespace: String,
+        /// The agent pod's name.
+        pod: String,
+        /// Its admin port.
+        port: u16,
+    },
+    /// A URL the user named with `--agent-url NODE=URL`, read directly: for clusters where the
+    /// API server cannot proxy to pods (RBAC without `pods/proxy`, an API server outside the pod
+    /// network) and the user reaches the agent another way, such as `kubectl port-forward`.
+    Url {
+        /// The agent's admin base URL, without a trailing slash.
+        url: String,
+    },
 }
 
 impl AgentEndpoint {
-    /// The API path of the agent's `/metrics` through the pod proxy.
-    pub fn metrics_path(&self) -> String {
-        format!(
-            "/api/v1/namespaces/{}/pods/{}:{}/proxy/metrics",
-            self.namespace, self.pod, self.port
-        )
+    /// What is read: the pod proxy's API path, or the URL of `/metrics`.
+    pub fn metrics_location(&self) -> String {
+        match self {
+            Self::Pod {
+                namespace,
+                pod,
+                port,
+            } => format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/metrics"),
+            Self::Url { url } => format!("{url}/metrics"),
+        }
     }
+
+    /// Who answers, for messages: the pod's name or the URL.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Pod { pod, .. } => pod,
+            Self::Url { url } => url,
+        }
+    }
+}
+
+/// Why an `--agent-url` argument was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AgentUrlError {
+    /// Not `NODE=URL`.
+    #[error("expected NODE=URL, for example node-1=http://127.0.0.1:9808")]
+    Shape,
+    /// The URL is not an absolute http(s) URL.
+    #[error("{0:?} is not an http:// or https:// URL")]
+    Scheme(String),
+    /// The URL does not parse.
+    #[error("{url:?} is not a URL: {why}")]
+    Parse {
+        /// The URL as given.
+        url: String,
+        /// The parser's message.
+        why: String,
+    },
+}
+
+/// Parses one `--agent-url NODE=URL` argument into the node's name and its agent endpoint.
+///
+/// # Errors
+/// [`AgentUrlError`] for an empty node, a missing `=`, or a URL that is not absolute http(s).
+pub fn parse_agent_url(arg: &str) -> Result<(String, AgentEndpoint), AgentUrlError> {
+    let (node, url) = arg.split_once('=').ok_or(AgentUrlError::Shape)?;
+    let (node, url) = (node.trim(), url.trim().trim_end_matches('/'));
+    if node.is_empty() || url.is_empty() {
+        return Err(AgentUrlError::Shape);
+    }
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| AgentUrlError::Parse {
+            url: url.to_owned(),
+            why: e.to_string(),
+        })?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(AgentUrlError::Scheme(url.to_owned()));
+    }
+    Ok((
+        node.to_owned(),
+        AgentEndpoint::Url {
+            url: url.to_owned(),
+        },
+    ))
+}
+
+/// The endpoints to read: the agent pods' ([`endpoints`]), where the user named a URL for a node
+/// (`--agent-url`), that URL instead.
+pub fn with_urls(
+    mut endpoints: BTreeMap<String, AgentEndpoint>,
+    urls: impl IntoIterator<Item = (String, AgentEndpoint)>,
+) -> BTreeMap<String, AgentEndpoint> {
+    endpoints.extend(urls);
+    endpoints
 }
 
 /// The endpoint per node name, from the agent pods listed with [`AGENT_SELECTOR`].
@@ -58,7 +138,7 @@ pub fn endpoints(agent_pods: &[Pod], default_port: u16) -> BTreeMap<String, Agen
             .as_ref()
             .and_then(|s| s.phase.as_deref())
             .is_some_and(|p| p == "Running");
-        let endpoint = AgentEndpoint {
+        let endpoint = AgentEndpoint::Pod {
             namespace,
             pod: name,
             port: admin_port(pod).unwrap_or(default_port),
@@ -182,13 +262,57 @@ mod tests {
         ];
         let got = endpoints(&pods, DEFAULT_ADMIN_PORT);
         assert_eq!(got.len(), 2);
-        assert_eq!(got["a"].pod, "a-new");
-        assert_eq!(got["a"].port, 9100);
-        assert_eq!(got["b"].port, DEFAULT_ADMIN_PORT);
+        assert_eq!(got["a"].name(), "a-new");
         assert_eq!(
-            got["a"].metrics_path(),
+            got["a"].metrics_location(),
             "/api/v1/namespaces/kube-dmem/pods/a-new:9100/proxy/metrics"
         );
+        assert!(
+            got["b"]
+                .metrics_location()
+                .ends_with(&format!("b:{DEFAULT_ADMIN_PORT}/proxy/metrics")),
+            "{:?}",
+            got["b"]
+        );
+    }
+
+    #[test]
+    fn an_agent_url_replaces_the_pod_proxy_for_its_node_only() {
+        let pods = vec![
+            agent("a", Some("a"), "Running", Some(9100)),
+            agent("b", Some("b"), "Running", Some(9100)),
+        ];
+        let urls = ["a=http://127.0.0.1:9808/", "c = https://agent-c:9808"]
+            .map(|arg| parse_agent_url(arg).expect("valid"));
+        let got = with_urls(endpoints(&pods, DEFAULT_ADMIN_PORT), urls);
+        assert_eq!(got["a"].metrics_location(), "http://127.0.0.1:9808/metrics");
+        assert_eq!(got["a"].name(), "http://127.0.0.1:9808");
+        assert!(
+            matches!(got["b"], AgentEndpoint::Pod { .. }),
+            "{:?}",
+            got["b"]
+        );
+        // A node without an agent pod can still be read at a URL.
+        assert_eq!(got["c"].metrics_location(), "https://agent-c:9808/metrics");
+    }
+
+    #[test]
+    fn a_malformed_agent_url_is_refused_precisely() {
+        assert_eq!(parse_agent_url("http://x:1"), Err(AgentUrlError::Shape));
+        assert_eq!(parse_agent_url("=http://x:1"), Err(AgentUrlError::Shape));
+        assert_eq!(parse_agent_url("n="), Err(AgentUrlError::Shape));
+        assert_eq!(
+            parse_agent_url("n=127.0.0.1:9808"),
+            Err(AgentUrlError::Scheme("127.0.0.1:9808".into()))
+        );
+        assert_eq!(
+            parse_agent_url("n=ftp://x"),
+            Err(AgentUrlError::Scheme("ftp://x".into()))
+        );
+        assert!(matches!(
+            parse_agent_url("n=http://x y"),
+            Err(AgentUrlError::Parse { .. })
+        ));
     }
 
     #[test]

@@ -55,13 +55,14 @@ pub async fn run(args: Args) -> Result<Output, AppError> {
         dmem_namespace,
         agent_selector,
         admin_port,
+        agent_urls,
         agent_timeout_seconds,
         command,
     } = args;
     let cluster = Cluster::connect(Duration::from_secs(agent_timeout_seconds)).await?;
     let namespace = namespace.unwrap_or_else(|| cluster.default_namespace().to_owned());
     let agent_pods = cluster.agent_pods(&dmem_namespace, &agent_selector).await?;
-    let endpoints = agents::endpoints(&agent_pods, admin_port);
+    let endpoints = agents::with_urls(agents::endpoints(&agent_pods, admin_port), agent_urls);
     let (text, states) = match command {
         Command::Top(TopArgs {
             kind: TopKind::Pods,

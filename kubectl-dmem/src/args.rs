@@ -3,7 +3,7 @@
 
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 
-use crate::agents::{AGENT_SELECTOR, DEFAULT_ADMIN_PORT};
+use crate::agents::{AGENT_SELECTOR, AgentEndpoint, DEFAULT_ADMIN_PORT, parse_agent_url};
 use crate::render::Format;
 use crate::top::SortBy;
 
@@ -36,6 +36,11 @@ pub struct Args {
     /// Admin port of the agents when their pods do not name one `admin`.
     #[arg(long, global = true, default_value_t = DEFAULT_ADMIN_PORT)]
     pub admin_port: u16,
+    /// Read NODE's agent at URL (its admin address, for example the local end of
+    /// `kubectl port-forward -n kube-dmem pod/AGENT 9808`) instead of through the API server's pod
+    /// proxy. Repeat it for several nodes.
+    #[arg(long = "agent-url", global = true, value_name = "NODE=URL", value_parser = parse_agent_url)]
+    pub agent_urls: Vec<(String, AgentEndpoint)>,
     /// Seconds to wait for each node agent's metrics; a slower agent is reported as unreachable.
     #[arg(long, global = true, default_value_t = 5)]
     pub agent_timeout_seconds: u64,

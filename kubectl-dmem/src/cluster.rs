@@ -1,7 +1,7 @@
 //! EDGE: every API call kubectl-dmem makes, all reads: pods, nodes, DmemQuotas, events, the node
 //! agent pods, and each agent's `/metrics` through the API server's pod proxy
-//! (`GET /api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy/metrics`). It uses the caller's
-//! kubeconfig and RBAC, and never writes.
+//! (`GET /api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy/metrics`), or at a URL the user named
+//! (`--agent-url`). It uses the caller's kubeconfig and RBAC, and never writes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -85,7 +85,26 @@ pub enum ClusterError {
         #[source]
         source: http::Error,
     },
-    /// Reading an agent's `/metrics` through the pod proxy failed.
+    /// No HTTP client could be made for an `--agent-url`.
+    #[error("connecting to the agent at {url}")]
+    AgentUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: kube::Error,
+    },
+    /// An `--agent-url` does not parse (the argument parser checks it first; this is the edge's own
+    /// guard).
+    #[error("{url:?} is not a URL")]
+    AgentUrlParse {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    /// Reading an agent's `/metrics` (through the pod proxy or at its URL) failed.
     #[error("reading {path}")]
     ReadMetrics {
         /// The proxy path.
@@ -104,10 +123,10 @@ pub enum ClusterError {
         seconds: u64,
     },
     /// An agent's `/metrics` did not parse.
-    #[error("parsing the metrics of {pod}")]
+    #[error("parsing the metrics of {agent}")]
     ParseMetrics {
-        /// The agent pod.
-        pod: String,
+        /// The agent pod, or its URL.
+        agent: String,
         /// Where and why.
         #[source]
         source: promtext::ParseError,
@@ -126,6 +145,8 @@ impl ClusterError {
             Self::ListEvents { .. } => "ListEvents",
             Self::ListAgents { .. } => "ListAgents",
             Self::BuildRequest { .. } => "BuildRequest",
+            Self::AgentUrl { .. } => "AgentUrl",
+            Self::AgentUrlParse { .. } => "AgentUrlParse",
             Self::ReadMetrics { .. } => "ReadMetrics",
             Self::AgentTimeout { .. } => "AgentTimeout",
             Self::ParseMetrics { .. } => "ParseMetrics",
@@ -279,24 +300,18 @@ impl Cluster {
     /// One agent's metrics, parsed.
     ///
     /// # Errors
-    /// [`ClusterError::BuildRequest`], [`ClusterError::ReadMetrics`],
+    /// [`ClusterError::AgentUrl`], [`ClusterError::BuildRequest`], [`ClusterError::ReadMetrics`],
     /// [`ClusterError::ParseMetrics`].
     pub async fn read_agent(&self, agent: &AgentEndpoint) -> Result<NodeSnapshot, ClusterError> {
-        let path = agent.metrics_path();
-        let request = http::Request::get(&path)
-            .header(http::header::ACCEPT, "text/plain")
-            .body(Vec::new())
-            .map_err(|source| ClusterError::BuildRequest {
-                path: path.clone(),
-                source,
-            })?;
-        let text = self
-            .client
-            .request_text(request)
-            .await
-            .map_err(|source| ClusterError::ReadMetrics { path, source })?;
+        let location = agent.metrics_location();
+        let text = match agent {
+            AgentEndpoint::Pod { .. } => get_text(&self.client, &location, &location).await?,
+            AgentEndpoint::Url { url } => {
+                get_text(&direct_client(url)?, "/metrics", &location).await?
+            }
+        };
         let samples = promtext::parse(&text).map_err(|source| ClusterError::ParseMetrics {
-            pod: agent.pod.clone(),
+            agent: agent.name().to_owned(),
             source,
         })?;
         Ok(NodeSnapshot::from_samples(&samples))
@@ -316,7 +331,7 @@ impl Cluster {
                     let read = tokio::time::timeout(self.agent_timeout, self.read_agent(endpoint));
                     let result = read.await.unwrap_or_else(|_| {
                         Err(ClusterError::AgentTimeout {
-                            path: endpoint.metrics_path(),
+                            path: endpoint.metrics_location(),
                             seconds: self.agent_timeout.as_secs(),
                         })
                     });
@@ -332,4 +347,36 @@ impl Cluster {
         });
         join_all(reads).await.into_iter().collect()
     }
+}
+
+/// `GET path` as text with `client`; `location` names what is read in errors.
+async fn get_text(client: &Client, path: &str, location: &str) -> Result<String, ClusterError> {
+    let request = http::Request::get(path)
+        .header(http::header::ACCEPT, "text/plain")
+        .body(Vec::new())
+        .map_err(|source| ClusterError::BuildRequest {
+            path: location.to_owned(),
+            source,
+        })?;
+    client
+        .request_text(request)
+        .await
+        .map_err(|source| ClusterError::ReadMetrics {
+            path: location.to_owned(),
+            source,
+        })
+}
+
+/// A plain HTTP(S) client for an agent's admin URL: no kubeconfig credentials go to it (the
+/// agent's `/metrics` needs none, and a URL the user typed is not the API server).
+fn direct_client(url: &str) -> Result<Client, ClusterError> {
+    let failed = |source| ClusterError::AgentUrl {
+        url: url.to_owned(),
+        source,
+    };
+    let uri: http::Uri = url.parse().map_err(|source| ClusterError::AgentUrlParse {
+        url: url.to_owned(),
+        source,
+    })?;
+    Client::try_from(kube::Config::new(uri)).map_err(failed)
 }

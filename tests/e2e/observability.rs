@@ -72,8 +72,8 @@ fn substitute(expr: &str) -> String {
     out
 }
 
-/// A governed pod on `node` with VRAM charged, so the per-pod series exist.
-fn governed_pod(ctx: &TestCtx, sim: &SimFs, node: &str) -> Result<()> {
+/// A governed pod on `node` with VRAM charged, so the per-pod series exist; returns its cgroup.
+fn governed_pod(ctx: &TestCtx, sim: &SimFs, node: &str) -> Result<PathBuf> {
     let uid = running_pod(ctx, "p", node, &[("app", "gpu")])?;
     let pod = get_pod(ctx, "p")?.unwrap_or_default();
     let qos = pod["status"]["qosClass"].as_str().unwrap_or("BestEffort");
@@ -90,7 +90,8 @@ fn governed_pod(ctx: &TestCtx, sim: &SimFs, node: &str) -> Result<()> {
                 .then_some(()),
         )
     })?;
-    SimFs::charge(&cgroup, REGION, 2 * GI)
+    SimFs::charge(&cgroup, REGION, 2 * GI)?;
+    Ok(cgroup)
 }
 
 #[test]
@@ -160,6 +161,120 @@ fn every_dashboard_query_returns_data_and_the_alert_rules_load() {
     });
 }
 
+/// `kubectl dmem top pods|nodes` and `why p`, reading node0's agent at `agent_url`, show what the
+/// pod cgroup's files hold. The pod peaks at 3Gi and drops to 2Gi: the peak shown is the
+/// simulated 7.3 kernel's `dmem.peak`, labelled `kernel`.
+fn numbers_match_the_kernel_files(
+    ctx: &TestCtx,
+    kubeconfig: &std::path::Path,
+    agent_url: &str,
+    cgroup: &std::path::Path,
+) -> Result<()> {
+    let top_row = || -> Result<Value> {
+        let (ok, out, err) = kubectl_dmem(
+            ctx,
+            kubeconfig,
+            &["top", "pods", "-o", "json", "--agent-url", agent_url],
+        )?;
+        ensure!(ok, "kubectl dmem top pods --agent-url failed: {err}");
+        ensure!(!err.contains(NODES[0]), "node0's agent not read: {err}");
+        let top: Value = serde_json::from_str(&out)?;
+        top["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["pod"] == "p" && r["region"] == REGION)
+            .cloned()
+            .with_context(|| format!("no row for p/{REGION}: {top}"))
+    };
+    let file = |name: &str| -> Result<Option<u64>> {
+        let value = SimFs::read(cgroup, name, REGION)?
+            .with_context(|| format!("{name} has no line for {REGION}"))?;
+        Ok(if value == "max" {
+            None
+        } else {
+            Some(value.parse()?)
+        })
+    };
+    let gi = GI.unsigned_abs();
+    SimFs::charge(cgroup, REGION, GI)?;
+    eventually(
+        "kubectl dmem top shows the 3Gi in dmem.current",
+        DATA,
+        || Ok((top_row()?["usage"].as_u64() == Some(3 * gi)).then_some(())),
+    )?;
+    SimFs::charge(cgroup, REGION, -GI)?;
+    // The agent publishes at its polls: wait for the drop, then every number must be the file's.
+    let row = eventually(
+        "kubectl dmem top shows the 2Gi after the free",
+        DATA,
+        || {
+            let row = top_row()?;
+            Ok((row["usage"].as_u64() == Some(2 * gi)).then_some(row))
+        },
+    )?;
+    for (field, name) in [
+        ("usage", "dmem.current"),
+        ("max", "dmem.max"),
+        ("low", "dmem.low"),
+        ("min", "dmem.min"),
+    ] {
+        let want = file(name)?;
+        ensure!(
+            row[field].as_u64() == want,
+            "{field}: kubectl dmem {}, {name} {want:?}",
+            row[field]
+        );
+    }
+    ensure!(row["max"].as_u64() == Some(8 * gi), "{row}");
+    ensure!(row["high"].as_u64() == Some(4 * gi), "{row}");
+    let peak = file("dmem.peak")?;
+    ensure!(peak == Some(3 * gi), "dmem.peak {peak:?} after a 3Gi spike");
+    ensure!(
+        row["peak"]["bytes"].as_u64() == peak && row["peak"]["source"] == "kernel",
+        "peak: kubectl dmem {}, dmem.peak {peak:?}",
+        row["peak"]
+    );
+
+    let (ok, out, err) = kubectl_dmem(
+        ctx,
+        kubeconfig,
+        &["why", "p", "-o", "json", "--agent-url", agent_url],
+    )?;
+    ensure!(ok, "kubectl dmem why --agent-url failed: {err}");
+    let why: Value = serde_json::from_str(&out)?;
+    let shown = &why["cgroup"][REGION];
+    for (field, name) in [
+        ("max", "dmem.max"),
+        ("low", "dmem.low"),
+        ("min", "dmem.min"),
+    ] {
+        let want = file(name)?;
+        ensure!(
+            shown[field].as_u64() == want,
+            "why's cgroup {field} {} vs {name} {want:?}",
+            shown[field]
+        );
+    }
+
+    let (ok, out, err) = kubectl_dmem(
+        ctx,
+        kubeconfig,
+        &["top", "nodes", "-o", "json", "--agent-url", agent_url],
+    )?;
+    ensure!(ok, "kubectl dmem top nodes --agent-url failed: {err}");
+    let top: Value = serde_json::from_str(&out)?;
+    let node = top["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["node"] == NODES[0])
+        .with_context(|| format!("no row for {}: {top}", NODES[0]))?;
+    ensure!(node["agent"] == "ok", "{node}");
+    ensure!(node["capacity"].as_u64() == Some(16 * gi), "{node}");
+    Ok(())
+}
+
 /// Runs the built `kubectl-dmem` with `kubeconfig`: `(exit ok, stdout, stderr)`; both are also
 /// appended to `kubectl-dmem.log` in the test's directory.
 fn kubectl_dmem(
@@ -189,7 +304,9 @@ fn kubectl_dmem(
 /// names the quota the shared rules pick and the one that lost, `top` shows the pod with the
 /// condition a real agent wrote, and no read is forbidden. The chart's agent pods live on kwok
 /// nodes, where nothing answers the pod proxy, so the agents are reported unreachable (within
-/// the timeout) rather than failing the command.
+/// the timeout) rather than failing the command. Then the same commands read the real agent
+/// (on the FUSE simulator) at its admin URL (`--agent-url`), and the numbers they show must be
+/// the ones in the simulated kernel files.
 #[test]
 fn kubectl_dmem_works_with_only_the_viewer_roles() {
     run("kubectl-dmem", |ctx| {
@@ -221,8 +338,8 @@ fn kubectl_dmem_works_with_only_the_viewer_roles() {
                 &ctx.dir.join("viewer.kubeconfig"),
             )?;
             let sim = SimFs::mount(ctx, "node0", &[&format!("{REGION}=16Gi")])?;
-            let _agent = Agent::start(ctx, NODES[0], &sim.root)?;
-            governed_pod(ctx, &sim, NODES[0])?;
+            let agent = Agent::start(ctx, NODES[0], &sim.root)?;
+            let cgroup = governed_pod(ctx, &sim, NODES[0])?;
             ctx.kubectl.apply(&format!(
                 "apiVersion: kube-dmem.io/v1alpha1\nkind: DmemQuota\nmetadata:\n  name: low\n  namespace: {}\n\
                  spec:\n  selector: {{}}\n  priority: -5\n  limits:\n  - {{region: \"*\", max: 1Gi}}\n",
@@ -328,6 +445,9 @@ fn kubectl_dmem_works_with_only_the_viewer_roles() {
             let (ok, _, err) =
                 kubectl_dmem(ctx, &kubeconfig, &[&["why", "p"][..], &timeout].concat())?;
             ensure!(ok, "kubectl dmem why (table) failed: {err}");
+
+            let direct = format!("{}=http://{}", NODES[0], agent.admin);
+            numbers_match_the_kernel_files(ctx, &kubeconfig, &direct, &cgroup)?;
             Ok(())
         })();
         let _ = ctx
