@@ -1,5 +1,5 @@
 //! Compiles the kubelet protos in `../proto` (device plugin v1beta1, PodResources v1, plugin
-//! registration v1, DRA v1 and v1beta1) into `OUT_DIR`.
+//! registration v1, DRA v1 and v1beta1, DRA device health v1alpha1) into `OUT_DIR`.
 //!
 //! `protox` parses them in pure Rust, so no system `protoc` is needed; `tonic-prost-build` generates
 //! both clients and servers (the tests use the kubelet side to stand in for a real kubelet). The
@@ -8,12 +8,13 @@
 use anyhow::Context as _;
 
 const PROTO_DIR: &str = "../proto";
-const PROTOS: [&str; 5] = [
+const PROTOS: [&str; 6] = [
     "deviceplugin.proto",
     "podresources.proto",
     "pluginregistration.proto",
     "dra/v1.proto",
     "dra/v1beta1.proto",
+    "dra/health-v1alpha1.proto",
 ];
 
 fn main() -> anyhow::Result<()> {

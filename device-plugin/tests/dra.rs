@@ -24,6 +24,7 @@ use kube_dmem_device_plugin::cluster::objects::Objects;
 use kube_dmem_device_plugin::decide::pressure::PressureThresholds;
 use kube_dmem_device_plugin::dra::DRIVER;
 use kube_dmem_device_plugin::dra::decide::slice::RequestPolicy;
+use kube_dmem_device_plugin::dra::health::{HealthService, track};
 use kube_dmem_device_plugin::dra::metrics::DraMetrics;
 use kube_dmem_device_plugin::dra::plugin::{DraPlugin, KubeletVerdict, PluginPaths};
 use kube_dmem_device_plugin::dra::prepare::{AgentDriver, ClaimSource, ReadClaimError};
@@ -32,6 +33,9 @@ use kube_dmem_device_plugin::dra::server::DraService;
 use kube_dmem_device_plugin::dra::store::ClaimStore;
 use kube_dmem_device_plugin::kubelet::decide::inventory::Inventory;
 use kube_dmem_device_plugin::kubelet::devnodes::NoDeviceNodes;
+use kube_dmem_device_plugin::kubelet::proto::dra_health::HealthStatus;
+use kube_dmem_device_plugin::kubelet::proto::dra_health::NodeWatchResourcesRequest;
+use kube_dmem_device_plugin::kubelet::proto::dra_health::dra_resource_health_client::DraResourceHealthClient;
 use kube_dmem_device_plugin::kubelet::proto::dra_v1 as v1;
 use kube_dmem_device_plugin::kubelet::proto::dra_v1beta1 as v1beta1;
 use kube_dmem_device_plugin::kubelet::proto::pluginregistration::registration_client::RegistrationClient;
@@ -199,6 +203,7 @@ impl Node {
         let stop = CancellationToken::new();
         let store = Arc::new(ClaimStore::open(dir.join("claims.json")).expect("checkpoint"));
         let (devices_tx, devices_rx) = watch::channel(None);
+        let health = HealthService::new(track(devices_rx.clone(), stop.clone()), NODE.into());
         let (claim_rounds_tx, claim_rounds) = mpsc::channel(16);
         let (_rounds_tx, rounds) = mpsc::channel(16);
         let slices = Arc::new(Slices::default());
@@ -228,7 +233,8 @@ impl Node {
             plugin_dir: dir.join("plugins").join(DRIVER),
             poll_interval: Duration::from_millis(50),
         };
-        let plugin = DraPlugin::new(paths.clone(), DraService::new(Arc::new(driver), metrics));
+        let plugin = DraPlugin::new(paths.clone(), DraService::new(Arc::new(driver), metrics))
+            .with_health(health);
         let verdict = plugin.verdict();
         // Rounds on request only (and a first one from the poll timer), as in `run`.
         let parts = Loop {
@@ -429,6 +435,41 @@ async fn prepare_answers_after_dmem_max_reads_back_and_unprepare_takes_it_away()
     assert_eq!(node.dmem_max(POD_UID), format!("{REGION} max\n"));
     // The slice was written once for the one region, however many rounds ran.
     assert_eq!(node.slices.0.lock().unwrap().len(), 1);
+    node.stop().await;
+}
+
+/// The kubelet 1.36 opens the device health stream on the DRA endpoint (and, when it is
+/// unimplemented, logs an error and dials again every 5 s): it hears the region's device healthy,
+/// in the slice's pool, with the timeout the driver keeps with its heartbeats.
+#[tokio::test]
+async fn the_kubelet_hears_the_region_device_healthy_on_the_dra_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(dir.path(), with_pod_and_claims(Vec::new()), None);
+    node.kubelet_registers().await;
+    let channel = uds::connect(&node.paths.dra_socket(), Duration::from_secs(5))
+        .await
+        .expect("dial DRA endpoint");
+    let mut health = DraResourceHealthClient::new(channel);
+    let mut stream = health
+        .node_watch_resources(NodeWatchResourcesRequest {})
+        .await
+        .expect("NodeWatchResources is served")
+        .into_inner();
+    let report = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a report within 10 s")
+        .expect("stream ok")
+        .expect("stream open");
+    assert_eq!(report.devices.len(), 1, "{report:?}");
+    let device = &report.devices[0];
+    let id = device.device.clone().unwrap_or_default();
+    assert_eq!(
+        (id.pool_name.as_str(), id.device_name.as_str()),
+        (NODE, DEVICE)
+    );
+    assert_eq!(device.health, i32::from(HealthStatus::Healthy));
+    assert!(device.message.contains(REGION), "{}", device.message);
+    assert!(device.health_check_timeout_seconds > 0);
     node.stop().await;
 }
 

@@ -243,7 +243,7 @@ fn start_dra(
     stop: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Result<(DraSide, RegionsTx), RunError> {
-    use crate::dra::{plugin, prepare, publish, server, store};
+    use crate::dra::{health, plugin, prepare, publish, server, store};
     let claims = Arc::new(if cfg.kubelet {
         store::ClaimStore::open(dra.plugin_dir.join(crate::dra::CHECKPOINT))
             .map_err(RunError::ClaimCheckpoint)?
@@ -261,6 +261,10 @@ fn start_dra(
     };
     let mut registrations = None;
     if cfg.kubelet {
+        let health = health::HealthService::new(
+            health::track(devices_rx.clone(), stop.clone()),
+            cfg.node.clone(),
+        );
         let driver = prepare::AgentDriver::new(
             Arc::new(prepare::KubeClaims(client.clone())),
             claims.clone(),
@@ -275,7 +279,7 @@ fn start_dra(
             plugin_dir: dra.plugin_dir.clone(),
             poll_interval: Duration::from_secs(1),
         };
-        let plugin = plugin::DraPlugin::new(paths, service);
+        let plugin = plugin::DraPlugin::new(paths, service).with_health(health);
         registrations = Some(plugin.verdict());
         let stop = stop.clone();
         tasks.spawn(

@@ -6,10 +6,12 @@
 //!
 //! Layer: EDGE, with the decisions in [`decide`] (CORE). Parts: [`publish`] (the ResourceSlice and
 //! the CDI spec), [`plugin`] (sockets and kubelet registration), [`server`] (the gRPC service),
+//! [`health`] (the device health stream),
 //! [`prepare`] (the agent's driver), [`store`] (prepared claims and their checkpoint),
 //! [`metrics`].
 
 pub mod decide;
+pub mod health;
 pub mod metrics;
 pub mod plugin;
 pub mod prepare;

@@ -5,7 +5,8 @@
 //! (in `plugins/<driver>/`) and the gRPC services we serve, newest first. The kubelet picks one,
 //! checks it can dial it, and tells us the result with `NotifyRegistrationStatus`. Unlike the device
 //! plugin there is no call to make: a kubelet that restarts scans the directory again. A socket
-//! file that disappears (someone cleaned the directory) is bound again at the next check.
+//! file that disappears (someone cleaned the directory) is bound again at the next check. The DRA
+//! socket also serves the device health stream ([`super::health`]) when one is given.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,7 +19,9 @@ use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, info, info_span, warn};
 
 use super::decide::DRIVER;
+use super::health::HealthService;
 use super::server::DraService;
+use crate::kubelet::proto::dra_health::dra_resource_health_server::DraResourceHealthServer;
 use crate::kubelet::proto::pluginregistration::registration_server::{
     Registration, RegistrationServer,
 };
@@ -106,6 +109,7 @@ impl Registration for RegistrationService {
 pub struct DraPlugin {
     paths: PluginPaths,
     service: DraService,
+    health: Option<HealthService>,
     verdict: watch::Sender<KubeletVerdict>,
 }
 
@@ -127,8 +131,16 @@ impl DraPlugin {
         Self {
             paths,
             service,
+            health: None,
             verdict,
         }
+    }
+
+    /// Also serves the device health stream on the DRA socket.
+    #[must_use]
+    pub fn with_health(mut self, health: HealthService) -> Self {
+        self.health = Some(health);
+        self
     }
 
     /// Follows what the kubelet said about our registration.
@@ -160,6 +172,7 @@ impl DraPlugin {
             .add_service(dra_v1beta1::dra_plugin_server::DraPluginServer::new(
                 self.service.clone(),
             ))
+            .add_optional_service(self.health.clone().map(DraResourceHealthServer::new))
             .serve_with_incoming_shutdown(dra_incoming, stop.clone().cancelled_owned());
         // The kubelet's plugin watcher sends this socket's path as the HTTP/2 :authority.
         in_dir(&reg_path)?;

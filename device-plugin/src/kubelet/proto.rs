@@ -35,6 +35,13 @@ pub mod dra_v1beta1 {
     tonic::include_proto!("k8s.io.kubelet.pkg.apis.dra.v1beta1");
 }
 
+/// Kubelet DRA device health API v1alpha1 (`proto/dra/health-v1alpha1.proto`, `docs/dra.md`
+/// §2.4): the stream through which pods learn that a device of their claims went away.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod dra_health {
+    tonic::include_proto!("v1alpha1");
+}
+
 /// API version string sent in `RegisterRequest.version`; the kubelet rejects any other.
 pub const DEVICE_PLUGIN_VERSION: &str = "v1beta1";
 

@@ -1,9 +1,11 @@
 //! CORE: the DRA driver's decisions, pure: which device each dmem region becomes and what the
 //! node's ResourceSlice says ([`slice`]), what a prepared claim grants to which pod ([`claims`]),
-//! and the CDI spec that hands a region's device nodes to a container ([`cdi`]).
+//! the CDI spec that hands a region's device nodes to a container ([`cdi`]), and what the kubelet
+//! hears about each device's health ([`health`]).
 
 pub mod cdi;
 pub mod claims;
+pub mod health;
 pub mod slice;
 
 /// The driver name, in ResourceSlices, allocation results and plugin registration. The chart's
