@@ -6,7 +6,7 @@
 # and kernel. Exit status = the suite's.
 #   usage: tests/node/e2e.sh [TEST BINARY ARGUMENTS, e.g. a test name filter]
 # Env: KUBE_DMEM_NODE_KEEP=DIR keeps the results share (logs of every component, the suite's output);
-#      VM_TIMEOUT (default 2400 s). Prerequisites: tests/node/prereqs.sh.
+#      VM_TIMEOUT (default 2400 s); KUBE_DMEM_NODE_PROFILE=release|dev (the agent's and operator's build). Prerequisites: tests/node/prereqs.sh.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -15,8 +15,17 @@ log() { printf '[node/e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 cd "$repo"
 target=${CARGO_TARGET_DIR:-$repo/target}
 
-log "building the agent and the operator (release)"
-cargo build -q --release --locked -p kube-dmem-device-plugin -p kube-dmem-operator
+# The images carry release binaries by default. KUBE_DMEM_NODE_PROFILE=dev builds them unoptimised
+# instead: it reuses what `cargo test` already compiled (minutes instead of the release build's 11
+# on 2 cores), which is what a correctness run needs; benchmarks use release.
+profile=${KUBE_DMEM_NODE_PROFILE:-release}
+case "$profile" in
+  release) bindir=$target/release ;;
+  dev) bindir=$target/debug ;;
+  *) log "ERROR: KUBE_DMEM_NODE_PROFILE is release or dev, not '$profile'"; exit 2 ;;
+esac
+log "building the agent and the operator ($profile)"
+cargo build -q --profile "$profile" --locked -p kube-dmem-device-plugin -p kube-dmem-operator
 log "building the workload (static)"
 RUSTFLAGS='-C target-feature=+crt-static' cargo build -q --release --locked \
   --target x86_64-unknown-linux-gnu -p kube-dmem-workload
@@ -29,8 +38,8 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "realnode":
         print(m["executable"])')
 [ -x "$test_bin" ] || { log "ERROR: no realnode test binary"; exit 1; }
-images=$("$here/product-images.sh" "$target/node-images" "$target/release/kube-dmem-device-plugin" \
-  "$target/release/kube-dmem-operator" "$target/x86_64-unknown-linux-gnu/release/kube-dmem-workload")
+images=$("$here/product-images.sh" "$target/node-images" "$bindir/kube-dmem-device-plugin" \
+  "$bindir/kube-dmem-operator" "$target/x86_64-unknown-linux-gnu/release/kube-dmem-workload")
 
 keep=${KUBE_DMEM_NODE_KEEP:-}
 opts=(--driver --mem 6G)
