@@ -16,8 +16,9 @@ cd "$repo"
 target=${CARGO_TARGET_DIR:-$repo/target}
 
 # The images carry release binaries by default. KUBE_DMEM_NODE_PROFILE=dev builds them unoptimised
-# instead: it reuses what `cargo test` already compiled (minutes instead of the release build's 11
-# on 2 cores), which is what a correctness run needs; benchmarks use release.
+# instead, reusing what `cargo test` compiled (2 minutes instead of the release build's 11 on 2
+# cores), for quick runs of single cases: under a 20-pod burst the unoptimised agent left the TCG
+# guest so short of CPU that CRI calls hit the kubelet's deadline (2026-12-01).
 profile=${KUBE_DMEM_NODE_PROFILE:-release}
 case "$profile" in
   release) bindir=$target/release ;;
