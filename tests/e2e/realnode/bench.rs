@@ -193,24 +193,31 @@ fn real_node_benchmark() {
         )?;
         let mut rows: Vec<String> = Vec::new();
 
-        // 1. Pod cgroup created -> limits verified.
+        // 1. Pod cgroup created -> limits verified. The pods come in waves: under TCG a burst of
+        //    50 kept containerd's sandbox and container starts past the kubelet's 2-minute CRI
+        //    deadline (measured 2026-12-01), and the retries never caught up. Each pod's sample
+        //    is its own cgroup's creation to its own verified limit, so waves do not change it.
+        let wave: usize = env_or("KUBE_DMEM_NODE_BENCH_WAVE", 5).max(1);
         let observer = Observer::start(VRAM1, GI.to_string())?;
-        let yaml: Vec<String> = (0..pods)
-            .map(|i| {
-                workload_pod_yaml(ctx, &format!("p-{i}"), "bench", &Gpu::Privileged, &["hold"])
-            })
-            .collect();
-        ctx.kubectl.apply(&yaml.join("\n---\n"))?;
-        eventually(&format!("{pods} bench pods Running"), POD_START * 4, || {
-            let list = ctx.kubectl.json(&["-n", &ctx.ns, "get", "pods"])?;
-            let running = list["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|p| p["status"]["phase"] == "Running")
-                .count();
-            Ok((running == pods).then_some(()))
-        })?;
+        let names: Vec<String> = (0..pods).map(|i| format!("p-{i}")).collect();
+        for (n, chunk) in names.chunks(wave).enumerate() {
+            let yaml: Vec<String> = chunk
+                .iter()
+                .map(|name| workload_pod_yaml(ctx, name, "bench", &Gpu::Privileged, &["hold"]))
+                .collect();
+            ctx.kubectl.apply(&yaml.join("\n---\n"))?;
+            let want = (n * wave + chunk.len()).min(pods);
+            eventually(&format!("{want} bench pods Running"), POD_START, || {
+                let list = ctx.kubectl.json(&["-n", &ctx.ns, "get", "pods"])?;
+                let running = list["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["status"]["phase"] == "Running")
+                    .count();
+                Ok((running >= want).then_some(()))
+            })?;
+        }
         eventually("every bench pod cgroup limited", CONDITION, || {
             let n = observer.limited();
             Ok((n >= pods).then_some(()))
