@@ -178,6 +178,13 @@ fn start_latencies(ctx: &TestCtx, prefix: &str, n: usize) -> Result<Vec<Duration
     Ok(out)
 }
 
+/// Keeps a table row and prints it at once, so a run cut short (TCG is slow) still shows what it
+/// measured.
+fn row(rows: &mut Vec<String>, row: String) {
+    eprintln!("bench row: {row}");
+    rows.push(row);
+}
+
 #[test]
 #[ignore = "benchmark on the real node: tests/node/bench.sh"]
 fn real_node_benchmark() {
@@ -228,14 +235,17 @@ fn real_node_benchmark() {
             "{} of {pods} pod cgroups seen limited",
             limited.len()
         );
-        rows.push(format!(
-            "| pod cgroup created -> dmem.max verified ({} pods, observer polls every {} ms) | p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms |",
-            limited.len(),
-            OBSERVER_POLL.as_millis(),
-            quantile_ms(&limited, 0.5),
-            quantile_ms(&limited, 0.99),
-            quantile_ms(&limited, 1.0)
-        ));
+        row(
+            &mut rows,
+            format!(
+                "| pod cgroup created -> dmem.max verified ({} pods, observer polls every {} ms) | p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms |",
+                limited.len(),
+                OBSERVER_POLL.as_millis(),
+                quantile_ms(&limited, 0.5),
+                quantile_ms(&limited, 0.99),
+                quantile_ms(&limited, 1.0)
+            ),
+        );
 
         // 2. Steady state with the pods running.
         let (cg, pid) = agent_cgroup_and_pid(ctx)?;
@@ -247,17 +257,23 @@ fn real_node_benchmark() {
         }
         let cpu = (cpu_usec(&cg)? - cpu0) as f64 / 1e6 / t0.elapsed().as_secs_f64();
         let (rss, hwm) = rss_kib(pid)?;
-        rows.push(format!(
-            "| agent CPU, {pods} pods, {} s steady state | {:.2} % of one core |",
-            steady.as_secs(),
-            cpu * 100.0
-        ));
-        rows.push(format!(
-            "| agent RSS, same window | {:.1} MiB (max sampled {:.1} MiB, VmHWM {:.1} MiB) |",
-            rss as f64 / 1024.0,
-            rss_max.max(rss) as f64 / 1024.0,
-            hwm as f64 / 1024.0
-        ));
+        row(
+            &mut rows,
+            format!(
+                "| agent CPU, {pods} pods, {} s steady state | {:.2} % of one core |",
+                steady.as_secs(),
+                cpu * 100.0
+            ),
+        );
+        row(
+            &mut rows,
+            format!(
+                "| agent RSS, same window | {:.1} MiB (max sampled {:.1} MiB, VmHWM {:.1} MiB) |",
+                rss as f64 / 1024.0,
+                rss_max.max(rss) as f64 / 1024.0,
+                hwm as f64 / 1024.0
+            ),
+        );
         for i in 0..pods {
             ctx.kubectl.ok(&[
                 "-n",
@@ -282,15 +298,21 @@ fn real_node_benchmark() {
         let without = start_latencies(ctx, "without", starts)?;
         helm_upgrade(ctx, &[])?;
         let (w50, o50) = (quantile_ms(&with, 0.5), quantile_ms(&without, 0.5));
-        rows.push(format!(
-            "| container start (apply -> first instruction), {starts} pods one at a time: with the agent and NRI | p50 {w50:.0} ms, p99 {:.0} ms |",
-            quantile_ms(&with, 0.99)
-        ));
-        rows.push(format!(
-            "| the same without the agent | p50 {o50:.0} ms, p99 {:.0} ms; with/without = {:.3} at p50 |",
-            quantile_ms(&without, 0.99),
-            w50 / o50
-        ));
+        row(
+            &mut rows,
+            format!(
+                "| container start (apply -> first instruction), {starts} pods one at a time: with the agent and NRI | p50 {w50:.0} ms, p99 {:.0} ms |",
+                quantile_ms(&with, 0.99)
+            ),
+        );
+        row(
+            &mut rows,
+            format!(
+                "| the same without the agent | p50 {o50:.0} ms, p99 {:.0} ms; with/without = {:.3} at p50 |",
+                quantile_ms(&without, 0.99),
+                w50 / o50
+            ),
+        );
 
         let table = format!(
             "| Real node (TCG) | Result |\n|---|---|\n{}\n",
