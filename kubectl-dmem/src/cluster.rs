@@ -300,8 +300,8 @@ impl Cluster {
     /// One agent's metrics, parsed.
     ///
     /// # Errors
-    /// [`ClusterError::AgentUrl`], [`ClusterError::BuildRequest`], [`ClusterError::ReadMetrics`],
-    /// [`ClusterError::ParseMetrics`].
+    /// [`ClusterError::AgentUrl`], [`ClusterError::AgentUrlParse`], [`ClusterError::BuildRequest`],
+    /// [`ClusterError::ReadMetrics`], [`ClusterError::ParseMetrics`].
     pub async fn read_agent(&self, agent: &AgentEndpoint) -> Result<NodeSnapshot, ClusterError> {
         let location = agent.metrics_location();
         let text = match agent {
