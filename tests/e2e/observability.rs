@@ -170,23 +170,24 @@ fn numbers_match_the_kernel_files(
     agent_url: &str,
     cgroup: &std::path::Path,
 ) -> Result<()> {
-    let top_row = || -> Result<Value> {
-        let (ok, out, err) = kubectl_dmem(
-            ctx,
-            kubeconfig,
-            &["top", "pods", "-o", "json", "--agent-url", agent_url],
-        )?;
-        ensure!(ok, "kubectl dmem top pods --agent-url failed: {err}");
+    // `kubectl dmem ARGS -o json --agent-url`, which must succeed and read node0's agent.
+    let json = |args: &[&str]| -> Result<Value> {
+        let args = [args, &["-o", "json", "--agent-url", agent_url]].concat();
+        let (ok, out, err) = kubectl_dmem(ctx, kubeconfig, &args)?;
+        ensure!(ok, "kubectl dmem {args:?} failed: {err}");
         ensure!(!err.contains(NODES[0]), "node0's agent not read: {err}");
-        let top: Value = serde_json::from_str(&out)?;
-        top["items"]
+        Ok(serde_json::from_str(&out)?)
+    };
+    let item = |view: &Value, key: &str, value: &str, region: Option<&str>| -> Result<Value> {
+        view["items"]
             .as_array()
             .into_iter()
             .flatten()
-            .find(|r| r["pod"] == "p" && r["region"] == REGION)
+            .find(|r| r[key] == value && region.is_none_or(|g| r["region"] == g))
             .cloned()
-            .with_context(|| format!("no row for p/{REGION}: {top}"))
+            .with_context(|| format!("no row for {value}: {view}"))
     };
+    let top_row = || item(&json(&["top", "pods"])?, "pod", "p", Some(REGION));
     let file = |name: &str| -> Result<Option<u64>> {
         let value = SimFs::read(cgroup, name, REGION)?
             .with_context(|| format!("{name} has no line for {REGION}"))?;
@@ -195,6 +196,18 @@ fn numbers_match_the_kernel_files(
         } else {
             Some(value.parse()?)
         })
+    };
+    // Each `(field, file)`: what `shown` (from `what`) says is what the file holds.
+    let same_as_files = |what: &str, shown: &Value, fields: &[(&str, &str)]| -> Result<()> {
+        for (field, name) in fields {
+            let want = file(name)?;
+            ensure!(
+                shown[field].as_u64() == want,
+                "{what} {field}: {}, {name} {want:?}",
+                shown[field]
+            );
+        }
+        Ok(())
     };
     let gi = GI.unsigned_abs();
     SimFs::charge(cgroup, REGION, GI)?;
@@ -213,19 +226,13 @@ fn numbers_match_the_kernel_files(
             Ok((row["usage"].as_u64() == Some(2 * gi)).then_some(row))
         },
     )?;
-    for (field, name) in [
-        ("usage", "dmem.current"),
+    let limits = [
         ("max", "dmem.max"),
         ("low", "dmem.low"),
         ("min", "dmem.min"),
-    ] {
-        let want = file(name)?;
-        ensure!(
-            row[field].as_u64() == want,
-            "{field}: kubectl dmem {}, {name} {want:?}",
-            row[field]
-        );
-    }
+    ];
+    same_as_files("top", &row, &[("usage", "dmem.current")])?;
+    same_as_files("top", &row, &limits)?;
     ensure!(row["max"].as_u64() == Some(8 * gi), "{row}");
     ensure!(row["high"].as_u64() == Some(4 * gi), "{row}");
     let peak = file("dmem.peak")?;
@@ -236,40 +243,10 @@ fn numbers_match_the_kernel_files(
         row["peak"]
     );
 
-    let (ok, out, err) = kubectl_dmem(
-        ctx,
-        kubeconfig,
-        &["why", "p", "-o", "json", "--agent-url", agent_url],
-    )?;
-    ensure!(ok, "kubectl dmem why --agent-url failed: {err}");
-    let why: Value = serde_json::from_str(&out)?;
-    let shown = &why["cgroup"][REGION];
-    for (field, name) in [
-        ("max", "dmem.max"),
-        ("low", "dmem.low"),
-        ("min", "dmem.min"),
-    ] {
-        let want = file(name)?;
-        ensure!(
-            shown[field].as_u64() == want,
-            "why's cgroup {field} {} vs {name} {want:?}",
-            shown[field]
-        );
-    }
+    let why = json(&["why", "p"])?;
+    same_as_files("why's cgroup", &why["cgroup"][REGION], &limits)?;
 
-    let (ok, out, err) = kubectl_dmem(
-        ctx,
-        kubeconfig,
-        &["top", "nodes", "-o", "json", "--agent-url", agent_url],
-    )?;
-    ensure!(ok, "kubectl dmem top nodes --agent-url failed: {err}");
-    let top: Value = serde_json::from_str(&out)?;
-    let node = top["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["node"] == NODES[0])
-        .with_context(|| format!("no row for {}: {top}", NODES[0]))?;
+    let node = item(&json(&["top", "nodes"])?, "node", NODES[0], None)?;
     ensure!(node["agent"] == "ok", "{node}");
     ensure!(node["capacity"].as_u64() == Some(16 * gi), "{node}");
     Ok(())

@@ -213,7 +213,7 @@ fn real_node_benchmark() {
                 .map(|name| workload_pod_yaml(ctx, name, "bench", &Gpu::Privileged, &["hold"]))
                 .collect();
             ctx.kubectl.apply(&yaml.join("\n---\n"))?;
-            let want = (n * wave + chunk.len()).min(pods);
+            let want = n * wave + chunk.len();
             eventually(&format!("{want} bench pods Running"), POD_START, || {
                 let list = ctx.kubectl.json(&["-n", &ctx.ns, "get", "pods"])?;
                 let running = list["items"]
