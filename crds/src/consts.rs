@@ -62,6 +62,10 @@ pub const REASON_QUOTA_INVALID: &str = "QuotaInvalid";
 /// could not be read or parsed (anything but "not found"); the pod's limits are left as they are
 /// and the event names the file, the line and the error.
 pub const REASON_KERNEL_READ_ERROR: &str = "KernelReadError";
+/// `VRAMLimitsApplied=Unknown`: the pod asks for `kube-dmem.io/vram` units but the agent cannot
+/// tell which it holds (no PodResources answer since the agent started, or an entry it cannot
+/// join); the pod's limits are left as they are until it can.
+pub const REASON_GRANT_UNKNOWN: &str = "GrantUnknown";
 /// `VRAMLimitsApplied=True`: another writer set a stricter `dmem.max` than the quota's; it stays
 /// in force (a limit is never loosened, whoever set it).
 pub const REASON_FOREIGN_LIMIT_KEPT: &str = "ForeignLimitKept";

@@ -4,9 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -26,22 +25,17 @@ use kube_dmem_device_plugin::kubelet::RESOURCE_NAME;
 use kube_dmem_device_plugin::kubelet::decide::inventory::Inventory;
 use kube_dmem_device_plugin::kubelet::plugin::{PreStart, PreStartError};
 use kube_dmem_device_plugin::kubelet::podresources::PodResourcesClient;
-use kube_dmem_device_plugin::kubelet::proto::podresources::pod_resources_lister_server::{
-    PodResourcesLister, PodResourcesListerServer,
-};
 use kube_dmem_device_plugin::kubelet::proto::podresources::{
-    AllocatableResourcesRequest, AllocatableResourcesResponse, ContainerDevices,
-    ContainerResources, GetPodResourcesRequest, GetPodResourcesResponse, ListPodResourcesRequest,
-    ListPodResourcesResponse, PodResources,
+    ContainerDevices, ContainerResources, PodResources,
 };
-use kube_dmem_device_plugin::kubelet::uds;
 use kube_dmem_device_plugin::metrics::Metrics;
 use kube_dmem_device_plugin::round::{LimitsOutcome, RoundConfig};
 use kube_dmem_sim::Profile;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
-use tonic::{Request, Response, Status};
+
+mod pod_resources_double;
+use pod_resources_double::PodResourcesDouble;
 
 const REGION: &str = "drm/0000:03:00.0/vram0";
 const GIB: u64 = 1 << 30;
@@ -54,53 +48,6 @@ const NAME: &str = "train";
 /// The hook's retry budget in these tests: long enough for several retries, short enough that
 /// a test that waits for it out stays fast (the production budget is PRE_START_TIMEOUT).
 const BUDGET: Duration = Duration::from_millis(1200);
-
-/// PodResources `List` served from a table.
-#[derive(Clone, Default)]
-struct PodResourcesDouble {
-    table: Arc<Mutex<Vec<PodResources>>>,
-}
-
-impl PodResourcesDouble {
-    fn start(socket: &Path, stop: CancellationToken) -> Self {
-        let double = Self::default();
-        let incoming = uds::bind(socket).expect("bind pod-resources socket");
-        let serve = Server::builder()
-            .add_service(PodResourcesListerServer::new(double.clone()))
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
-        tokio::spawn(async move { serve.await.expect("pod-resources double server") });
-        double
-    }
-
-    fn set(&self, pods: Vec<PodResources>) {
-        *self.table.lock().unwrap() = pods;
-    }
-}
-
-#[tonic::async_trait]
-impl PodResourcesLister for PodResourcesDouble {
-    async fn list(
-        &self,
-        _request: Request<ListPodResourcesRequest>,
-    ) -> Result<Response<ListPodResourcesResponse>, Status> {
-        let pod_resources = self.table.lock().unwrap().clone();
-        Ok(Response::new(ListPodResourcesResponse { pod_resources }))
-    }
-
-    async fn get_allocatable_resources(
-        &self,
-        _request: Request<AllocatableResourcesRequest>,
-    ) -> Result<Response<AllocatableResourcesResponse>, Status> {
-        Err(Status::unimplemented("not used"))
-    }
-
-    async fn get(
-        &self,
-        _request: Request<GetPodResourcesRequest>,
-    ) -> Result<Response<GetPodResourcesResponse>, Status> {
-        Err(Status::unimplemented("not used"))
-    }
-}
 
 /// Pods and quotas in memory; writes accepted and dropped.
 struct Cluster {

@@ -21,8 +21,8 @@ use crate::decide::backoff::Backoff;
 use crate::decide::conditions::{self, ConditionKey};
 use crate::decide::foreign::Written;
 use crate::decide::inputs::{
-    InvalidQuota, LastValid, by_uid, cgroup_absence_is_news, cgroup_may_be_absent, keep_last_valid,
-    round_inputs,
+    InvalidQuota, LastValid, by_uid, cgroup_may_be_absent, keep_last_valid, round_inputs,
+    unsettled_is_news,
 };
 use crate::kubelet::decide::grants::Grants;
 use crate::kubelet::decide::inventory::Inventory;
@@ -73,9 +73,10 @@ pub struct Agent {
     /// Condition keys written per pod (`namespace/name`), so a write is not repeated before the
     /// watch brings it back.
     written: BTreeMap<String, ConditionKey>,
-    /// When each pod's cgroup was first found missing while its pod looked alive, so a pod that
-    /// just finished (the kubelet removes the cgroup before the API says so) gets no Warning.
-    cgroup_missing_since: BTreeMap<String, Timestamp>,
+    /// Since when each pod's outcome has been unsettled (its cgroup missing while the pod looked
+    /// alive, or its grant unknown), so a pod that just finished (the kubelet removes the cgroup
+    /// before the API says so) or an agent that just started gets no Warning.
+    unsettled_since: BTreeMap<String, Timestamp>,
     /// The regions annotation value last applied.
     published_regions: Option<String>,
     dmem_event_sent: bool,
@@ -130,7 +131,7 @@ impl Agent {
             inventory,
             regions: None,
             written: BTreeMap::new(),
-            cgroup_missing_since: BTreeMap::new(),
+            unsettled_since: BTreeMap::new(),
             published_regions: None,
             dmem_event_sent: false,
             invalid_quotas: BTreeSet::new(),
@@ -179,7 +180,8 @@ impl Agent {
     ) -> Result<RoundReport, RoundError> {
         let inputs = round_inputs(objects, grants);
         self.note_invalid(&inputs.invalid);
-        let (quotas, invalid) = keep_last_valid(&inputs, &mut self.last_valid);
+        let (quotas, mut invalid) = keep_last_valid(&inputs, &mut self.last_valid);
+        invalid.grant_unknown = inputs.grant_unknown.clone();
         // Act on the kernel (blocking I/O, off the async threads).
         let timer = self.metrics.time_round();
         let backend = Arc::clone(&self.backend);
@@ -303,8 +305,7 @@ impl Agent {
             .map(|p| pod_key(&p.facts.namespace, &p.facts.name))
             .collect();
         self.written.retain(|key, _| present.contains(key));
-        self.cgroup_missing_since
-            .retain(|key, _| present.contains(key));
+        self.unsettled_since.retain(|key, _| present.contains(key));
         for pod in &report.pods {
             let key = pod_key(&pod.facts.namespace, &pod.facts.name);
             let current = objects
@@ -314,17 +315,25 @@ impl Agent {
                 .unwrap_or_default();
             // A pod that is starting, done or going away may have no cgroup: not worth a Warning.
             let object = objects.get(pod.facts.uid.as_str());
-            if pod.outcome == LimitsOutcome::CgroupNotFound {
-                if object.is_some_and(|p| cgroup_may_be_absent(p)) {
-                    self.cgroup_missing_since.remove(&key);
+            // A missing cgroup or an unknown grant usually passes by itself within seconds (a
+            // pod starting, an agent that just started): news only once it lasts.
+            let unsettled = match &pod.outcome {
+                LimitsOutcome::CgroupNotFound
+                    if object.is_some_and(|p| cgroup_may_be_absent(p)) =>
+                {
+                    self.unsettled_since.remove(&key);
                     continue;
                 }
-                let since = *self.cgroup_missing_since.entry(key.clone()).or_insert(now);
-                if !cgroup_absence_is_news(since, now) {
+                LimitsOutcome::CgroupNotFound | LimitsOutcome::GrantUnknown { .. } => true,
+                _ => false,
+            };
+            if unsettled {
+                let since = *self.unsettled_since.entry(key.clone()).or_insert(now);
+                if !unsettled_is_news(since, now) {
                     continue;
                 }
             } else {
-                self.cgroup_missing_since.remove(&key);
+                self.unsettled_since.remove(&key);
             }
             let desired = conditions::desired(pod, current, now);
             if !desired.needs_write() {

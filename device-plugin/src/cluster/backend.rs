@@ -14,9 +14,7 @@ use kube_dmem_sim::{Profile, SimConfig};
 use crate::cgroup::probe::{KernelProfile, decide, probe};
 use crate::cgroup::{CgroupError, CgroupFs, CgroupPath, SimCgroups, SysfsCgroups};
 use crate::decide::foreign::Written;
-use crate::round::{
-    InvalidQuotas, LimitsOutcome, PodReport, RoundConfig, RoundReport, run_round_with,
-};
+use crate::round::{BadInputs, LimitsOutcome, PodReport, RoundConfig, RoundReport, run_round_with};
 use crate::standalone::sim_node::{SimNode, SimNodeError};
 
 /// Why a round could not run.
@@ -138,7 +136,7 @@ impl Backend {
         pods: &[Arc<Pod>],
         facts: &[PodFacts],
         quotas: &[QuotaFacts],
-        invalid: &InvalidQuotas,
+        invalid: &BadInputs,
         written: &mut Written,
     ) -> Result<RoundReport, BackendError> {
         match self {

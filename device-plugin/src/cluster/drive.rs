@@ -21,7 +21,7 @@ use crate::decide::inputs;
 use crate::dra::prepare::ClaimRound;
 use crate::dra::store::ClaimStore;
 use crate::kubelet::RESOURCE_NAME;
-use crate::kubelet::decide::grants::{Grants, join};
+use crate::kubelet::decide::grants::{Grants, Listing, join};
 use crate::kubelet::decide::inventory::Inventory;
 use crate::kubelet::podresources::PodResourcesClient;
 use crate::round::LimitsOutcome;
@@ -113,7 +113,11 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
     let mut next_poll = tokio::time::Instant::now() + poll_interval;
     let mut resync = tokio::time::interval(resync);
     resync.tick().await;
-    let mut grants: Option<Grants> = None;
+    // Until PodResources first answers, who holds units is unknown, not "nobody": pods asking
+    // for units keep what is in force (a restarted agent must not lapse their limits).
+    let mut grants: Option<Grants> = kubelet
+        .as_ref()
+        .map(|_| Grants::not_listed("no List call yet"));
     loop {
         let mut pending: Option<RoundRequest> = None;
         let mut claim_round: Option<ClaimRound> = None;
@@ -162,13 +166,15 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
         match &result {
             Ok(report) => {
                 health.set_ready();
-                // Adaptive polling: fast while a pod approaches a threshold.
+                // Adaptive polling: fast while a pod approaches a threshold, or while a pod's
+                // grant is unknown (a restarted agent learns its devices in its first round).
                 let near = report.pods.iter().flat_map(|p| &p.regions).any(|r| {
                     crate::decide::pressure::near_threshold(
                         &r.reading,
                         crate::decide::pressure::NEAR_PERCENT,
                     )
-                });
+                }) || (report.pods.iter())
+                    .any(|p| matches!(p.outcome, LimitsOutcome::GrantUnknown { .. }));
                 next_poll =
                     tokio::time::Instant::now() + if near { fast_poll } else { poll_interval };
                 let waiting = report
@@ -255,7 +261,14 @@ async fn refresh_grants(
                 error = &err as &dyn std::error::Error,
                 "PodResources unavailable, using the last grants"
             );
-            last
+            match last {
+                Some(g) if g.listing != Listing::Listed => Some(Grants::not_listed(format!(
+                    "{}: {}",
+                    err.reason(),
+                    kube_dmem_crds::error_chain(&err)
+                ))),
+                last => last,
+            }
         }
     }
 }

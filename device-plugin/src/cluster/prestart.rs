@@ -87,21 +87,19 @@ impl AgentPreStart {
             Some(outcome) => Err(PreStartError::LimitsNotApplied {
                 pod,
                 reason: outcome.reason(),
+                may_settle: outcome.may_settle(),
                 source: Box::new(Outcome(format!("{outcome:?}"))),
             }),
         }
     }
 }
 
-/// Whether another attempt may succeed: the pod or its cgroup may still appear, a limit below
-/// usage may be accepted once usage drops, and PodResources may come back.
+/// Whether another attempt may succeed: the pod or its cgroup may still appear, PodResources may
+/// come back, and an outcome that [may settle](LimitsOutcome::may_settle) may do so.
 fn retryable(err: &PreStartError) -> bool {
     match err {
         PreStartError::PodNotFound { .. } | PreStartError::Unavailable { .. } => true,
-        PreStartError::LimitsNotApplied { reason, .. } => {
-            *reason == kube_dmem_crds::REASON_CGROUP_NOT_FOUND
-                || *reason == kube_dmem_crds::REASON_MAX_BELOW_USAGE
-        }
+        PreStartError::LimitsNotApplied { may_settle, .. } => *may_settle,
         PreStartError::TimedOut(_) => false,
     }
 }

@@ -585,3 +585,78 @@ fn a_real_node_hands_out_the_regions_device_nodes_the_simulator_none() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn an_unknown_grant_keeps_the_limit_and_is_reported_only_once_it_lasts() {
+    let mut agent = agent();
+    let sink = Recorder::default();
+    let mut p = pod("train-0", UID, "1Gi", "Running");
+    p.metadata.labels = None;
+    p.spec.as_mut().expect("spec").containers[0].resources = Some(
+        serde_json::from_value(serde_json::json!({"limits": {crate::kubelet::RESOURCE_NAME: "2"}}))
+            .expect("resources"),
+    );
+    let objects = |p: &Pod| Objects {
+        pods: vec![Arc::new(p.clone())],
+        ..Objects::default()
+    };
+    let granted = Grants {
+        by_uid: [(
+            UID.to_owned(),
+            vec![crate::kubelet::decide::grants::Grant {
+                region: R0.into(),
+                bytes: 2 << 30,
+            }],
+        )]
+        .into(),
+        listing: crate::kubelet::decide::grants::Listing::Listed,
+        ..Grants::default()
+    };
+    let report = agent
+        .round(&objects(&p), Some(&granted), &sink, t(0))
+        .await
+        .expect("round");
+    assert_eq!(max_of(&report, R0), Some(2 << 30));
+    feed_back(&mut p, &sink.take());
+
+    // PodResources forgets the pod (a kubelet that just restarted): the limit stays, and the
+    // condition keeps saying Applied through the grace.
+    let forgot = Grants {
+        listing: crate::kubelet::decide::grants::Listing::Listed,
+        ..Grants::default()
+    };
+    for secs in [1, 29] {
+        let report = agent
+            .round(&objects(&p), Some(&forgot), &sink, t(secs))
+            .await
+            .expect("round");
+        assert_eq!(report.writes, 0, "at {secs} s");
+        assert_eq!(max_of(&report, R0), Some(2 << 30), "at {secs} s");
+        assert!(sink.take().is_empty(), "no API write within the grace");
+    }
+    // Still unknown after the grace: the pod says so (Unknown, with a Warning event).
+    agent
+        .round(&objects(&p), Some(&forgot), &sink, t(31))
+        .await
+        .expect("round");
+    let writes = sink.take();
+    assert_eq!(
+        condition(&writes, POD_CONDITION_VRAM_LIMITS_APPLIED),
+        Some(("Unknown", "GrantUnknown"))
+    );
+    assert!(
+        events(&writes).contains(&(true, "GrantUnknown")),
+        "{writes:?}"
+    );
+    feed_back(&mut p, &writes);
+    // Known again: Applied, with no kernel write.
+    let report = agent
+        .round(&objects(&p), Some(&granted), &sink, t(32))
+        .await
+        .expect("round");
+    assert_eq!(report.writes, 0);
+    assert_eq!(
+        condition(&sink.take(), POD_CONDITION_VRAM_LIMITS_APPLIED),
+        Some(("True", "Applied"))
+    );
+}

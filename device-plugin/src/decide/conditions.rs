@@ -311,6 +311,9 @@ fn limits_message(report: &PodReport) -> String {
                 ),
             }
         }
+        LimitsOutcome::GrantUnknown { why } => format!(
+            "the pod asks for VRAM units but which it holds is unknown: {why}; its limits are left as they are"
+        ),
         LimitsOutcome::QuotaInvalid {
             quota,
             error,

@@ -2,6 +2,11 @@
 //! still run on this node (finished pods hold no VRAM and are left alone), their rule facts with the
 //! VRAM units PodResources says they hold, and the quotas split into valid and invalid.
 //!
+//! A pod that asks for `kube-dmem.io/vram` units while nobody can say which it holds (no
+//! PodResources answer since the agent started, or an entry that cannot be joined yet) is held:
+//! its grant is unknown, not absent, so the quota alone must not decide its limits
+//! ([`RoundInputs::grant_unknown`]).
+//!
 //! Bad input never loosens a limit ([`keep_last_valid`]): a quota whose spec turns invalid (or
 //! stops deserializing) keeps its last valid spec in force, remembered across rounds by UID; one
 //! never seen valid leaves the pods it may govern (those its selector matches, or its whole
@@ -18,7 +23,7 @@ use kube_dmem_crds::select::{self, PodFacts, QuotaFacts, QuotaRef, Selector, quo
 
 use crate::cluster::objects::Objects;
 use crate::kubelet::decide::grants::{Grants, KnownPod};
-use crate::round::InvalidQuotas;
+use crate::round::BadInputs;
 
 /// The inputs of one round.
 #[derive(Clone, Debug, Default)]
@@ -31,6 +36,8 @@ pub struct RoundInputs {
     pub quotas: Vec<(QuotaFacts, Option<String>)>,
     /// Quotas that are invalid or do not deserialize.
     pub invalid: Vec<InvalidQuota>,
+    /// Pods (by UID) that ask for VRAM units whose grant is unknown, with why.
+    pub grant_unknown: BTreeMap<String, String>,
 }
 
 /// A quota whose current spec cannot be applied.
@@ -64,7 +71,7 @@ pub type LastValid = BTreeMap<QuotaRef, (Option<String>, QuotaFacts)>;
 pub fn keep_last_valid(
     inputs: &RoundInputs,
     memory: &mut LastValid,
-) -> (Vec<QuotaFacts>, InvalidQuotas) {
+) -> (Vec<QuotaFacts>, BadInputs) {
     let present: std::collections::BTreeSet<&QuotaRef> = inputs
         .quotas
         .iter()
@@ -77,7 +84,7 @@ pub fn keep_last_valid(
         memory.insert(facts.key.clone(), (uid.clone(), facts.clone()));
         quotas.push(facts.clone());
     }
-    let mut out = InvalidQuotas::default();
+    let mut out = BadInputs::default();
     for bad in &inputs.invalid {
         match memory.get(&bad.key) {
             Some((uid, last)) if *uid == bad.uid => {
@@ -112,14 +119,15 @@ pub fn is_finished(pod: &Pod) -> bool {
     )
 }
 
-/// How long a pod that looks alive may lack its cgroup before that is worth a Warning. The
-/// kubelet removes a finished pod's cgroup before the API server hears that its containers
-/// exited; under load the status lags by seconds, and a Warning then would be false.
-pub const CGROUP_ABSENCE_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a pod's outcome may stay unsettled before that is worth a condition and a Warning:
+/// a pod that looks alive without its cgroup (the kubelet removes a finished pod's cgroup before
+/// the API server hears that its containers exited; under load the status lags by seconds), or
+/// a pod whose grant is unknown (PodResources answers a restarted agent within a round or two).
+pub const UNSETTLED_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Whether a cgroup missing since `since` (while its pod looked alive) is news at `now`.
-pub fn cgroup_absence_is_news(since: Timestamp, now: Timestamp) -> bool {
-    now.duration_since(since).as_secs_f64() >= CGROUP_ABSENCE_GRACE.as_secs_f64()
+/// Whether an outcome unsettled since `since` is news at `now`.
+pub fn unsettled_is_news(since: Timestamp, now: Timestamp) -> bool {
+    now.duration_since(since).as_secs_f64() >= UNSETTLED_GRACE.as_secs_f64()
 }
 
 /// Whether a pod may rightly have no cgroup on the node: it has not started yet (`Pending`: the
@@ -145,6 +153,27 @@ pub fn cgroup_may_be_absent(pod: &Pod) -> bool {
             .all(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
 }
 
+/// Whether some container of `pod` (init containers included) asks for `kube-dmem.io/vram`
+/// units. Extended resources are requested in limits (requests, if given, must equal them).
+pub fn asks_for_units(pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    let asks = |c: &k8s_openapi::api::core::v1::Container| {
+        let resources = c.resources.as_ref();
+        [
+            resources.and_then(|r| r.limits.as_ref()),
+            resources.and_then(|r| r.requests.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get(kube_dmem_crds::VRAM_RESOURCE))
+        // An unreadable count is taken as a request: holding a pod is the safe mistake.
+        .any(|q| q.0.trim().parse::<u64>().map_or(true, |n| n > 0))
+    };
+    spec.containers.iter().any(asks) || spec.init_containers.iter().flatten().any(asks)
+}
+
 /// The round inputs from `objects`, with `grants` (none without a kubelet).
 pub fn round_inputs(objects: &Objects, grants: Option<&Grants>) -> RoundInputs {
     let pods: Vec<Arc<Pod>> = objects
@@ -153,6 +182,23 @@ pub fn round_inputs(objects: &Objects, grants: Option<&Grants>) -> RoundInputs {
         .filter(|p| !is_finished(p) && p.metadata.uid.is_some())
         .cloned()
         .collect();
+    let grant_unknown = grants
+        .map(|g| {
+            pods.iter()
+                .filter(|pod| asks_for_units(pod))
+                .filter_map(|pod| {
+                    let meta = &pod.metadata;
+                    let uid = meta.uid.as_deref().unwrap_or_default();
+                    let why = g.unknown(
+                        meta.namespace.as_deref().unwrap_or_default(),
+                        meta.name.as_deref().unwrap_or_default(),
+                        uid,
+                    )?;
+                    Some((uid.to_owned(), why))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let facts = pods
         .iter()
         .map(|pod| {
@@ -219,6 +265,7 @@ pub fn round_inputs(objects: &Objects, grants: Option<&Grants>) -> RoundInputs {
         facts,
         quotas,
         invalid,
+        grant_unknown,
     }
 }
 
@@ -263,14 +310,14 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_cgroup_is_news_only_after_the_grace() {
+    fn an_unsettled_outcome_is_news_only_after_the_grace() {
         let since: Timestamp = "2026-11-30T10:00:00Z".parse().expect("timestamp");
         let at = |secs: i64| since + k8s_openapi::jiff::SignedDuration::from_secs(secs);
-        assert!(!cgroup_absence_is_news(since, since));
-        assert!(!cgroup_absence_is_news(since, at(29)));
-        assert!(cgroup_absence_is_news(since, at(30)));
+        assert!(!unsettled_is_news(since, since));
+        assert!(!unsettled_is_news(since, at(29)));
+        assert!(unsettled_is_news(since, at(30)));
         // A clock that steps back never turns absence into news.
-        assert!(!cgroup_absence_is_news(since, at(-60)));
+        assert!(!unsettled_is_news(since, at(-60)));
     }
 
     #[test]
@@ -329,5 +376,75 @@ mod tests {
                 "{case}"
             );
         }
+    }
+
+    fn asking(name: &str, uid: &str, containers: serde_json::Value) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "ns", "uid": uid},
+                "spec": containers,
+                "status": {"phase": "Running"},
+            }))
+            .expect("pod"),
+        )
+    }
+
+    #[test]
+    fn a_pod_asking_for_units_without_a_known_grant_is_held_with_why() {
+        let res = kube_dmem_crds::VRAM_RESOURCE;
+        let c = |limits: serde_json::Value| serde_json::json!({"name": "c", "resources": {"limits": limits}});
+        let units = asking(
+            "units",
+            "u1",
+            serde_json::json!({"containers": [c(serde_json::json!({res: "2"}))]}),
+        );
+        let init = asking(
+            "init",
+            "u2",
+            serde_json::json!({"containers": [c(serde_json::json!({}))], "initContainers": [c(serde_json::json!({res: "1"}))]}),
+        );
+        let zero = asking(
+            "zero",
+            "u3",
+            serde_json::json!({"containers": [c(serde_json::json!({res: "0"}))]}),
+        );
+        let plain = asking(
+            "plain",
+            "u4",
+            serde_json::json!({"containers": [c(serde_json::json!({"cpu": "1"}))]}),
+        );
+        assert!(asks_for_units(&units) && asks_for_units(&init));
+        assert!(!asks_for_units(&zero) && !asks_for_units(&plain));
+        let objects = Objects {
+            pods: vec![units, init, zero, plain],
+            ..Objects::default()
+        };
+        // Without a device plugin nothing is unknown; before PodResources answers, the two
+        // pods that ask for units are.
+        assert!(round_inputs(&objects, None).grant_unknown.is_empty());
+        assert!(
+            round_inputs(&objects, Some(&Grants::default()))
+                .grant_unknown
+                .is_empty()
+        );
+        let held =
+            round_inputs(&objects, Some(&Grants::not_listed("ConnectPodResources"))).grant_unknown;
+        assert_eq!(held.keys().collect::<Vec<_>>(), ["u1", "u2"]);
+        // Once `units` is joined, only `init` stays unknown; its facts carry no grant.
+        let mut grants = Grants {
+            listing: crate::kubelet::decide::grants::Listing::Listed,
+            ..Grants::default()
+        };
+        grants.by_uid.insert(
+            "u1".into(),
+            vec![crate::kubelet::decide::grants::Grant {
+                region: "drm/0000:03:00.0/vram0".into(),
+                bytes: 2 << 30,
+            }],
+        );
+        let inputs = round_inputs(&objects, Some(&grants));
+        assert_eq!(inputs.grant_unknown.keys().collect::<Vec<_>>(), ["u2"]);
+        assert_eq!(inputs.facts[0].grants.len(), 1);
+        assert!(inputs.facts[1].grants.is_empty());
     }
 }

@@ -1,6 +1,6 @@
 //! CORE: how a round settles a pod's limits outcome around the act stage. Bad input and failed
-//! reads never loosen a limit: a pod whose limits could not be read, or that a quota with no known
-//! valid spec may govern, is left alone ([`before_act`]); one governed by a quota kept at its last
+//! reads never loosen a limit: a pod whose limits could not be read, that a quota with no known
+//! valid spec may govern, or whose VRAM grant is unknown, is left alone ([`before_act`]); one governed by a quota kept at its last
 //! valid spec says so ([`after_act`]).
 
 use kube_dmem_crds::select::QuotaRef;
@@ -17,22 +17,26 @@ pub enum Verdict {
     Hold(LimitsOutcome),
 }
 
-/// The verdict for a pod, given the failure (reason, message) of reading what is in force, and
-/// the invalid quota (with its error) that may govern it without a known valid spec.
+/// The verdict for a pod, given the failure (reason, message) of reading what is in force, the
+/// invalid quota (with its error) that may govern it without a known valid spec, and why its VRAM
+/// grant is unknown. A failed read comes first (nothing is known of the pod), then the invalid
+/// quota (it lasts until a user acts), then the unknown grant (it passes by itself).
 pub fn before_act(
     read_failure: Option<(&'static str, String)>,
     held: Option<&(QuotaRef, String)>,
+    grant_unknown: Option<&String>,
 ) -> Verdict {
-    match (read_failure, held) {
-        (Some((reason, message)), _) => {
+    match (read_failure, held, grant_unknown) {
+        (Some((reason, message)), _, _) => {
             Verdict::Hold(LimitsOutcome::ReadFailed { reason, message })
         }
-        (None, Some((quota, error))) => Verdict::Hold(LimitsOutcome::QuotaInvalid {
+        (None, Some((quota, error)), _) => Verdict::Hold(LimitsOutcome::QuotaInvalid {
             quota: quota.clone(),
             error: error.clone(),
             last_valid_in_force: false,
         }),
-        (None, None) => Verdict::Apply,
+        (None, None, Some(why)) => Verdict::Hold(LimitsOutcome::GrantUnknown { why: why.clone() }),
+        (None, None, None) => Verdict::Apply,
     }
 }
 
@@ -73,12 +77,17 @@ mod tests {
     #[test]
     fn a_failed_read_holds_even_a_pod_with_a_good_quota() {
         let held = (key(), "spec: missing".to_owned());
-        let v = before_act(Some(("CgroupReadFailed", "EIO".into())), Some(&held));
+        let unknown = "PodResources has not answered".to_owned();
+        let v = before_act(
+            Some(("CgroupReadFailed", "EIO".into())),
+            Some(&held),
+            Some(&unknown),
+        );
         assert!(
             matches!(v, Verdict::Hold(LimitsOutcome::ReadFailed { .. })),
             "{v:?}"
         );
-        let v = before_act(None, Some(&held));
+        let v = before_act(None, Some(&held), Some(&unknown));
         assert!(matches!(
             v,
             Verdict::Hold(LimitsOutcome::QuotaInvalid {
@@ -86,7 +95,16 @@ mod tests {
                 ..
             })
         ));
-        assert_eq!(before_act(None, None), Verdict::Apply);
+        assert_eq!(before_act(None, None, None), Verdict::Apply);
+    }
+
+    #[test]
+    fn a_pod_whose_grant_is_unknown_is_left_alone() {
+        let why = "PodResources has not answered since the agent started".to_owned();
+        assert_eq!(
+            before_act(None, None, Some(&why)),
+            Verdict::Hold(LimitsOutcome::GrantUnknown { why })
+        );
     }
 
     #[test]

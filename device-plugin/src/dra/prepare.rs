@@ -213,13 +213,7 @@ impl AgentDriver {
             let Some((uid, outcome)) = pending else {
                 return Ok(());
             };
-            let retry = match &outcome {
-                None => true,
-                Some(o) => matches!(
-                    o,
-                    LimitsOutcome::CgroupNotFound | LimitsOutcome::MaxBelowUsage { .. }
-                ),
-            };
+            let retry = outcome.as_ref().is_none_or(LimitsOutcome::may_settle);
             if retry && tokio::time::Instant::now() + RETRY < deadline {
                 debug!(claim = %prepared.claim, pod = %uid, "Claim limits not in force yet, retrying");
                 tokio::time::sleep(RETRY).await;

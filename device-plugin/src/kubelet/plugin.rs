@@ -47,6 +47,9 @@ pub enum PreStartError {
         pod: String,
         /// PascalCase reason, e.g. `MaxBelowUsage` or `WriteFailed`.
         reason: &'static str,
+        /// Whether another round may bring the limits in force (the cgroup may still appear,
+        /// usage may drop, the grant may become known): the hook then retries within its budget.
+        may_settle: bool,
         /// What failed underneath.
         #[source]
         source: Box<dyn StdError + Send + Sync>,

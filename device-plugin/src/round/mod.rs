@@ -34,17 +34,22 @@ pub struct RoundConfig {
     pub thresholds: PressureThresholds,
 }
 
-/// Quotas whose current spec is invalid, as a round must treat them. Bad input never loosens a
-/// limit already applied: a quota keeps its last valid spec in force, and where no valid spec of it
-/// is known, the pods it may govern are left as they are.
+/// Inputs a round must not take as given: quotas whose current spec is invalid, and pods whose
+/// VRAM grant is unknown. Bad or missing input never loosens a limit already applied: a quota
+/// keeps its last valid spec in force; where no valid spec of it is known, the pods it may govern
+/// are left as they are, and so is a pod that asks for units nobody can say it holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct InvalidQuotas {
+pub struct BadInputs {
     /// Quotas in force with their last valid spec (which the caller passes among the round's
     /// quotas), with the error of the current spec.
     pub stale: BTreeMap<QuotaRef, String>,
     /// Pods, by UID, that an invalid quota with no known valid spec may govern, with that quota
     /// and its error: nothing is written to them.
     pub held: BTreeMap<String, (QuotaRef, String)>,
+    /// Pods, by UID, that ask for `kube-dmem.io/vram` units while their grant is unknown (no
+    /// PodResources answer yet, or an entry that cannot be joined), with why: nothing is
+    /// written to them, since a limit from the quota alone could be looser than the grant.
+    pub grant_unknown: BTreeMap<String, String>,
 }
 
 /// Runs one round for `pods` under `quotas`: applies what differs, then reads usage for pressure.
@@ -55,14 +60,7 @@ pub fn run_round(
     quotas: &[QuotaFacts],
 ) -> Result<RoundReport, CgroupError> {
     let mut written = Written::new();
-    run_round_with(
-        fs,
-        cfg,
-        pods,
-        quotas,
-        &InvalidQuotas::default(),
-        &mut written,
-    )
+    run_round_with(fs, cfg, pods, quotas, &BadInputs::default(), &mut written)
 }
 
 /// [`run_round`], with quotas whose current spec is invalid, and what earlier rounds wrote (so
@@ -72,7 +70,7 @@ pub fn run_round_with(
     cfg: &RoundConfig,
     pods: &[PodFacts],
     quotas: &[QuotaFacts],
-    invalid: &InvalidQuotas,
+    invalid: &BadInputs,
     written: &mut Written,
 ) -> Result<RoundReport, CgroupError> {
     // The kernel shows dmem files only where dmem is enabled top-down: enable it where the
@@ -120,8 +118,9 @@ pub fn run_round_with(
     for ((pod, pod_plan), failure) in observed.iter().zip(&decided.pods).zip(&failures) {
         let failure = failure.as_ref().map(|e| (e.reason(), error_chain(e)));
         let held = invalid.held.get(&pod.facts.uid);
+        let unknown = invalid.grant_unknown.get(&pod.facts.uid);
         // Act (kernel writes, each read back) unless the pod must be left alone.
-        let (outcome, applied) = match before_act(failure.clone(), held) {
+        let (outcome, applied) = match before_act(failure.clone(), held, unknown) {
             Verdict::Hold(outcome) => (outcome, None),
             Verdict::Apply => {
                 // Other writers: keep what is stricter, restore the rest, never fight forever.

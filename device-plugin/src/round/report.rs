@@ -51,6 +51,12 @@ pub enum LimitsOutcome {
     },
     /// Another writer changed one of the pod's `dmem.*` values (the first one found).
     Foreign(ForeignWrite),
+    /// The pod asks for VRAM units but which it holds is unknown (no PodResources answer since
+    /// the agent started, or an entry that cannot be joined): nothing was written.
+    GrantUnknown {
+        /// Why, for the condition message.
+        why: String,
+    },
     /// The governing quota's current spec is invalid.
     QuotaInvalid {
         /// The quota.
@@ -74,6 +80,7 @@ impl LimitsOutcome {
             Self::WriteFailed { .. } => consts::REASON_WRITE_FAILED,
             Self::ReadFailed { .. } => consts::REASON_KERNEL_READ_ERROR,
             Self::QuotaInvalid { .. } => consts::REASON_QUOTA_INVALID,
+            Self::GrantUnknown { .. } => consts::REASON_GRANT_UNKNOWN,
             Self::Foreign(w) => match w.policy {
                 Policy::Kept => consts::REASON_FOREIGN_LIMIT_KEPT,
                 Policy::Reverted => consts::REASON_FOREIGN_WRITE_REVERTED,
@@ -94,6 +101,7 @@ impl LimitsOutcome {
             Self::Foreign(w) if w.policy != Policy::GaveUp => Status::True,
             Self::Foreign(_) => Status::False,
             Self::ReadFailed { .. }
+            | Self::GrantUnknown { .. }
             | Self::QuotaInvalid {
                 last_valid_in_force: false,
                 ..
@@ -108,6 +116,16 @@ impl LimitsOutcome {
     /// Whether the limits the pod should have are in force.
     pub fn in_force(&self) -> bool {
         self.status() == Status::True
+    }
+
+    /// Whether the outcome may turn into limits in force by itself, so a hook waiting for them
+    /// (PreStartContainer, NRI, DRA prepare) should run another round before it gives up: the
+    /// cgroup may still appear, usage may drop below a new `max`, the grant may become known.
+    pub fn may_settle(&self) -> bool {
+        matches!(
+            self,
+            Self::CgroupNotFound | Self::MaxBelowUsage { .. } | Self::GrantUnknown { .. }
+        )
     }
 
     /// Whether someone should look at the pod (a Warning rather than a Normal event).

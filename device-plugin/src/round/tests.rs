@@ -154,9 +154,9 @@ fn a_pod_an_unknown_invalid_quota_may_govern_is_left_as_it_is() {
         namespace: "ml".into(),
         name: "q".into(),
     };
-    let invalid = InvalidQuotas {
+    let invalid = BadInputs {
         held: BTreeMap::from([(UID.to_owned(), (key.clone(), "spec: missing".to_owned()))]),
-        ..InvalidQuotas::default()
+        ..BadInputs::default()
     };
     // No valid quota at all this round: without the hold the pod would be reset to `max`.
     let report =
@@ -180,9 +180,9 @@ fn a_quota_kept_at_its_last_valid_spec_reports_quota_invalid_in_force() {
         namespace: "ml".into(),
         name: "q".into(),
     };
-    let invalid = InvalidQuotas {
+    let invalid = BadInputs {
         stale: BTreeMap::from([(key.clone(), "high above max".to_owned())]),
-        ..InvalidQuotas::default()
+        ..BadInputs::default()
     };
     let report = run_round_with(
         &fs,
@@ -238,7 +238,7 @@ fn dmem_is_enabled_above_a_pod_cgroup_that_has_no_dmem_files() {
 fn another_writer_is_reported_and_never_fought_in_a_loop() {
     let fs = node();
     let mut written = Written::new();
-    let none = InvalidQuotas::default();
+    let none = BadInputs::default();
     let round = |written: &mut Written| {
         run_round_with(&fs, &cfg(), &[pod()], &[quota("4Gi")], &none, written).expect("round")
     };
@@ -287,7 +287,7 @@ fn a_pod_the_agent_never_limited_keeps_another_writers_limit() {
         &cfg(),
         &[pod()],
         &[],
-        &InvalidQuotas::default(),
+        &BadInputs::default(),
         &mut written,
     )
     .expect("round");

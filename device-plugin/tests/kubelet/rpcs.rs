@@ -174,6 +174,7 @@ async fn pre_start_calls_the_hook_and_propagates_its_error() {
     h.fail_pre_start_with(|| PreStartError::LimitsNotApplied {
         pod: "ml/train".into(),
         reason: "MaxBelowUsage",
+        may_settle: true,
         source: "dmem.max reads back max".into(),
     });
     let refused = plugin

@@ -15,7 +15,7 @@ use kube_dmem_crds::limits::HighSupport;
 use kube_dmem_crds::select::{PodFacts, QuotaFacts, quota_facts};
 use kube_dmem_device_plugin::decide::foreign::Written;
 use kube_dmem_device_plugin::decide::pressure::PressureThresholds;
-use kube_dmem_device_plugin::round::{InvalidQuotas, RoundConfig, run_round_with};
+use kube_dmem_device_plugin::round::{BadInputs, RoundConfig, run_round_with};
 
 use super::{Log, R0, R1, Side, alloc, cg, read, show, wblock, write};
 
@@ -85,7 +85,7 @@ impl Agent {
             &cfg(),
             pods,
             quotas,
-            &InvalidQuotas::default(),
+            &BadInputs::default(),
             &mut self.written,
         );
         match result {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use kube_dmem_crds::select::{PodFacts, QuotaFacts};
 use kube_dmem_device_plugin::decide::foreign::Written;
-use kube_dmem_device_plugin::round::{InvalidQuotas, run_round_with};
+use kube_dmem_device_plugin::round::{BadInputs, run_round_with};
 use kube_dmem_sim::Profile;
 
 use super::agent::{cfg, pod_facts, quota_team};
@@ -67,7 +67,7 @@ fn setup(s: &mut dyn Side) -> Result<(Vec<PodFacts>, Vec<QuotaFacts>), String> {
         &cfg(),
         &pods,
         &quotas,
-        &InvalidQuotas::default(),
+        &BadInputs::default(),
         &mut written,
     )
     .map_err(|e| format!("first round: {e}"))?;
@@ -107,7 +107,7 @@ fn measure(s: &mut dyn Side, name: &str, rounds: usize) -> Result<(), String> {
             &cfg(),
             &pods,
             &quotas,
-            &InvalidQuotas::default(),
+            &BadInputs::default(),
             &mut written,
         )
         .map_err(|e| format!("{name}: round failed: {e}"))

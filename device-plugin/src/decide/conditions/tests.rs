@@ -306,6 +306,14 @@ fn limits_outcomes_map_to_status_reason_and_message() {
             "QuotaInvalid",
             "left as they are",
         ),
+        (
+            LimitsOutcome::GrantUnknown {
+                why: "PodResources lists no units for the pod".into(),
+            },
+            "Unknown",
+            "GrantUnknown",
+            "which it holds is unknown: PodResources lists no units for the pod; its limits are left as they are",
+        ),
     ];
     for (outcome, status, reason, message) in cases {
         let d = desired(&report(PressureTier::Idle, outcome.clone(), 0), &[], t(0));

@@ -89,6 +89,19 @@ pub struct Skipped {
     pub reason: SkipReason,
 }
 
+/// How much the agent knows about who holds the device plugin's units.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Listing {
+    /// No device plugin serves units on this node (no kubelet): no pod can hold any.
+    #[default]
+    NoDevicePlugin,
+    /// PodResources has not answered since the agent started, so nobody's units are known; the
+    /// text says why (the last error).
+    NotYet(String),
+    /// From a `List` answer: [`Grants::by_uid`] and [`Grants::skipped`] are what it said.
+    Listed,
+}
+
 /// Result of [`join`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
@@ -96,6 +109,52 @@ pub struct Grants {
     pub by_uid: BTreeMap<String, Vec<Grant>>,
     /// Entries holding our units that could not be trusted this round.
     pub skipped: Vec<Skipped>,
+    /// Whether the two fields above come from a `List` answer at all.
+    pub listing: Listing,
+}
+
+impl Grants {
+    /// No `List` answer yet, for the reason `why`: a pod that asks for units may hold some, and
+    /// nothing tells how many, so its limits must be left as they are.
+    pub fn not_listed(why: impl Into<String>) -> Self {
+        Self {
+            listing: Listing::NotYet(why.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Why the grant of the pod `namespace/name` (UID `uid`), which asks for units, is not known;
+    /// `None` when it is (granted, or no device plugin here).
+    pub fn unknown(&self, namespace: &str, name: &str, uid: &str) -> Option<String> {
+        if self.by_uid.contains_key(uid) {
+            return None;
+        }
+        match &self.listing {
+            Listing::NoDevicePlugin => None,
+            Listing::NotYet(why) => Some(format!(
+                "PodResources has not answered since the agent started ({why})"
+            )),
+            Listing::Listed => Some(
+                match self
+                    .skipped
+                    .iter()
+                    .find(|s| s.namespace == namespace && s.name == name)
+                {
+                    Some(Skipped {
+                        reason: SkipReason::InvalidDevices(err),
+                        ..
+                    }) => format!(
+                        "its PodResources entry names devices this agent does not know yet ({err})"
+                    ),
+                    Some(skipped) => format!(
+                        "its PodResources entry was not trusted ({})",
+                        skipped.reason.reason()
+                    ),
+                    None => "PodResources lists no units for the pod".to_owned(),
+                },
+            ),
+        }
+    }
 }
 
 /// Device IDs of `resource` held by any container of `pod`, each once (containers may share units).
@@ -134,7 +193,10 @@ pub fn join(
             .entry((pod.namespace.as_str(), pod.name.as_str()))
             .or_default() += 1;
     }
-    let mut grants = Grants::default();
+    let mut grants = Grants {
+        listing: Listing::Listed,
+        ..Grants::default()
+    };
     for pod in &list.pod_resources {
         let ids = held_ids(pod, resource);
         if ids.is_empty() {

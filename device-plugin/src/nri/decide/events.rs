@@ -95,16 +95,13 @@ pub enum Next {
 }
 
 /// What the pod's outcome in a round (`None`: the pod was not in the round) means for a creation
-/// request. The pod may not be in the watch cache yet, its cgroup may not exist yet, or the kernel
-/// may keep an old `max` while usage is above the new one: worth another round. Anything else is
-/// final.
+/// request. The pod may not be in the watch cache yet, or its outcome may settle by itself
+/// ([`LimitsOutcome::may_settle`]): worth another round. Anything else is final.
 pub fn after_round(outcome: Option<&LimitsOutcome>) -> Next {
     match outcome {
         Some(o) if o.in_force() => Next::Answer(Ensured::InForce),
         None => Next::Retry("PodNotFound"),
-        Some(o @ (LimitsOutcome::CgroupNotFound | LimitsOutcome::MaxBelowUsage { .. })) => {
-            Next::Retry(o.reason())
-        }
+        Some(o) if o.may_settle() => Next::Retry(o.reason()),
         Some(o) => Next::Answer(Ensured::NotInForce(o.reason())),
     }
 }
@@ -128,6 +125,10 @@ mod tests {
             after_round(Some(&LimitsOutcome::CgroupNotFound)),
             Next::Retry(_)
         ));
+        let unknown = LimitsOutcome::GrantUnknown {
+            why: "PodResources has not answered".into(),
+        };
+        assert_eq!(after_round(Some(&unknown)), Next::Retry("GrantUnknown"));
         assert!(matches!(
             after_round(Some(&LimitsOutcome::DmemUnavailable)),
             Next::Answer(Ensured::NotInForce(_))

@@ -223,3 +223,38 @@ fn holders_find_pods_by_device_ids() {
     assert_eq!(found.into_iter().collect::<Vec<_>>(), vec![("ml", "train")]);
     assert!(holders(&answer, "other/res", &[id(A, 1)]).is_empty());
 }
+
+#[test]
+fn a_grant_is_unknown_until_a_list_answers_and_while_the_pod_is_not_joined() {
+    // No device plugin on the node: nobody can hold units, nothing is unknown.
+    assert_eq!(Grants::default().unknown("ns", "a", "uid-a"), None);
+    // Before the first answer every pod's grant is unknown, with why.
+    let before = Grants::not_listed("ConnectPodResources");
+    let why = before.unknown("ns", "a", "uid-a").expect("unknown");
+    assert!(
+        why.contains("has not answered") && why.contains("ConnectPodResources"),
+        "{why}"
+    );
+
+    let pods = [known("ns", "a", "uid-a", 10), known("ns", "b", "uid-b", 10)];
+    // `a` is joined; `b` holds a unit the inventory does not know (a region not read yet).
+    let answer = list(vec![
+        listed("ns", "a", vec![container("c", RESOURCE_NAME, &[id(A, 0)])]),
+        listed(
+            "ns",
+            "b",
+            vec![container("c", RESOURCE_NAME, &["gone-0".into()])],
+        ),
+    ]);
+    let grants = join(&answer, &pods, &inventory(), RESOURCE_NAME, at(20));
+    assert_eq!(grants.listing, Listing::Listed);
+    assert_eq!(grants.unknown("ns", "a", "uid-a"), None);
+    let why = grants.unknown("ns", "b", "uid-b").expect("unknown");
+    assert!(
+        why.contains("does not know") && why.contains("gone-0"),
+        "{why}"
+    );
+    // A pod the answer does not list at all (a kubelet whose pod list is not synced yet).
+    let why = grants.unknown("ns", "c", "uid-c").expect("unknown");
+    assert_eq!(why, "PodResources lists no units for the pod");
+}
