@@ -19,6 +19,8 @@
 //! runs the full size; without `--bench` (as under `cargo test --all-targets`) it runs a small,
 //! fast smoke size with a 50 ms poll.
 
+mod stats;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -251,10 +253,8 @@ impl Jitter {
 }
 
 /// Nearest-rank percentile of `samples` in milliseconds.
-fn percentile(samples: &mut [Duration], p: f64) -> f64 {
-    samples.sort();
-    let rank = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
-    samples[rank - 1].as_secs_f64() * 1000.0
+fn percentile_ms(samples: &mut [Duration], q: f64) -> f64 {
+    stats::ms(stats::percentile(samples, q))
 }
 
 fn main() {
@@ -435,14 +435,17 @@ async fn bench(size: &Size) {
     scan.await.expect("cgroup scan");
 
     let (limits_p50, limits_p99) = (
-        percentile(&mut to_limits, 0.5),
-        percentile(&mut to_limits, 0.99),
+        percentile_ms(&mut to_limits, 0.5),
+        percentile_ms(&mut to_limits, 0.99),
     );
     let (pressure_p50, pressure_p99) = (
-        percentile(&mut to_pressure, 0.5),
-        percentile(&mut to_pressure, 0.99),
+        percentile_ms(&mut to_pressure, 0.5),
+        percentile_ms(&mut to_pressure, 0.99),
     );
-    let (ramped_p50, ramped_p99) = (percentile(&mut ramped, 0.5), percentile(&mut ramped, 0.99));
+    let (ramped_p50, ramped_p99) = (
+        percentile_ms(&mut ramped, 0.5),
+        percentile_ms(&mut ramped, 0.99),
+    );
     let poll_ms = size.poll.as_millis();
     println!(
         "| node agent ({} pods x {} regions, {} ms poll, simulator) | measured | target |",

@@ -6,6 +6,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
+mod stats;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,12 +20,6 @@ use tokio_util::sync::CancellationToken;
 
 const SAMPLES: usize = 100;
 const PARENT: &str = "kubepods.slice/kubepods-besteffort.slice";
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    // Nearest rank.
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted[rank.min(sorted.len()) - 1]
-}
 
 async fn measure(events: bool) -> Vec<Duration> {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -87,8 +83,11 @@ fn main() {
         ("inotify (agent default)", true),
         ("polling scan (fallback)", false),
     ] {
-        let samples = rt.block_on(measure(events));
-        let (p50, p99) = (percentile(&samples, 50.0), percentile(&samples, 99.0));
+        let mut samples = rt.block_on(measure(events));
+        let (p50, p99) = (
+            stats::percentile(&mut samples, 0.5),
+            stats::percentile(&mut samples, 0.99),
+        );
         p99s.push(p99);
         println!("| {name} | {} | {p50:.2?} | {p99:.2?} |", samples.len());
     }

@@ -9,6 +9,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
+mod stats;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -129,11 +131,6 @@ fn cluster() -> Cluster {
         claims.insert(format!("ml/c{i}"), claim);
     }
     Cluster { pods, claims }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted[rank.min(sorted.len()) - 1]
 }
 
 async fn measure() -> (Vec<Duration>, Vec<Duration>) {
@@ -286,7 +283,10 @@ fn main() {
         ("repeated prepare (from the store, one round)", again),
     ] {
         samples.sort();
-        let (p50, p99) = (percentile(&samples, 50.0), percentile(&samples, 99.0));
+        let (p50, p99) = (
+            stats::percentile(&mut samples, 0.5),
+            stats::percentile(&mut samples, 0.99),
+        );
         worst = worst.max(p99);
         println!(
             "| {name} | {} | {p50:.2?} | {p99:.2?} | {:.2?} |",

@@ -9,7 +9,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{FuseEnv, G, R0, cg, fuse_available, kernel, with_timeout};
+use common::{FuseEnv, G, R0, cg, fuse_available, kubepods_node, with_timeout};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube_dmem_crds::DmemQuota;
@@ -70,29 +70,8 @@ fn pod_cgroup() -> String {
         .to_owned()
 }
 
-/// The simulator mounted with the kubepods hierarchy, dmem enabled top-down, created through the
-/// mount (as the kubelet and runc would).
-fn node(profile: Profile) -> FuseEnv {
-    let env = FuseEnv::mount(kernel(profile)).expect("mount");
-    let fs = SysfsCgroups::with_root(env.root());
-    fs.write(&cg("/"), CgroupFile::CgroupSubtreeControl, "+dmem")
-        .expect("+dmem");
-    for dir in [
-        "/kubepods.slice",
-        "/kubepods.slice/kubepods-besteffort.slice",
-    ] {
-        std::fs::create_dir(env.host_path(dir, None)).expect("mkdir");
-        fs.write(&cg(dir), CgroupFile::CgroupSubtreeControl, "+dmem")
-            .expect("+dmem");
-    }
-    env
-}
-
 fn add_pod_cgroup(env: &FuseEnv) {
-    std::fs::create_dir(env.host_path(&pod_cgroup(), None)).expect("mkdir pod");
-    common::Env::kernel(env)
-        .set_has_tasks(&pod_cgroup(), true)
-        .expect("tasks");
+    common::add_running_cgroup(env, &pod_cgroup());
 }
 
 fn charge(env: &FuseEnv, amount: &str) -> Result<(), i32> {
@@ -113,7 +92,7 @@ fn a_new_pod_cgroup_is_limited_before_its_first_charge() {
         return;
     }
     with_timeout(|| {
-        let env = node(Profile::Current);
+        let env = kubepods_node(Profile::Current);
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
             let (backend, high) = Backend::sysfs(env.root().to_owned());
@@ -226,7 +205,7 @@ fn a_pod_cgroup_vanishing_mid_round_reads_as_not_found() {
         return;
     }
     with_timeout(|| {
-        let env = node(Profile::Current);
+        let env = kubepods_node(Profile::Current);
         add_pod_cgroup(&env);
         let kernel = env.shared_kernel();
         let fs = Interfere {
@@ -249,7 +228,7 @@ fn a_region_unregistered_mid_round_is_a_precise_write_failure() {
         return;
     }
     with_timeout(|| {
-        let env = node(Profile::Current);
+        let env = kubepods_node(Profile::Current);
         add_pod_cgroup(&env);
         let kernel = env.shared_kernel();
         let fs = Interfere {
@@ -282,7 +261,7 @@ fn max_below_usage_on_legacy_is_reported_retried_and_never_claimed() {
         return;
     }
     with_timeout(|| {
-        let env = node(Profile::Legacy);
+        let env = kubepods_node(Profile::Legacy);
         add_pod_cgroup(&env);
         charge(&env, &format!("+{}", 3 * G)).expect("charge 3Gi before any limit");
         let fs = SysfsCgroups::with_root(env.root());

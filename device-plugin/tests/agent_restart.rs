@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{FuseEnv, R0, cg, fuse_available, kernel, with_timeout};
+use common::{FuseEnv, R0, fuse_available, kubepods_node, with_timeout};
 use k8s_openapi::api::core::v1::Pod;
+use kube_dmem_device_plugin::cgroup::CgroupPath;
 use kube_dmem_device_plugin::cgroup::path::{CgroupDriver, QosClass, expected_pod_cgroup};
-use kube_dmem_device_plugin::cgroup::{CgroupFile, CgroupFs, CgroupPath, SysfsCgroups};
 use kube_dmem_device_plugin::cluster::agent::Agent;
 use kube_dmem_device_plugin::cluster::api::{ActError, ApiSink, ApiWrite};
 use kube_dmem_device_plugin::cluster::backend::Backend;
@@ -94,25 +94,10 @@ fn pod_cgroup() -> String {
         .to_owned()
 }
 
-/// The simulator mounted with dmem enabled down to the pod's cgroup, made through the mount (as
-/// the kubelet and runc would), with a task in it.
+/// The simulator mounted with FUSE and the pod's cgroup running in it.
 fn node() -> FuseEnv {
-    let env = FuseEnv::mount(kernel(Profile::Current)).expect("mount");
-    let fs = SysfsCgroups::with_root(env.root());
-    fs.write(&cg("/"), CgroupFile::CgroupSubtreeControl, "+dmem")
-        .expect("+dmem");
-    for dir in [
-        "/kubepods.slice",
-        "/kubepods.slice/kubepods-besteffort.slice",
-    ] {
-        std::fs::create_dir(env.host_path(dir, None)).expect("mkdir");
-        fs.write(&cg(dir), CgroupFile::CgroupSubtreeControl, "+dmem")
-            .expect("+dmem");
-    }
-    std::fs::create_dir(env.host_path(&pod_cgroup(), None)).expect("mkdir pod");
-    common::Env::kernel(&env)
-        .set_has_tasks(&pod_cgroup(), true)
-        .expect("tasks");
+    let env = kubepods_node(Profile::Current);
+    common::add_running_cgroup(&env, &pod_cgroup());
     env
 }
 

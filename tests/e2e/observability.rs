@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use kube_dmem_e2e::components::{Agent, Operator, SimFs};
 use kube_dmem_e2e::ctx::{TestCtx, run};
 use kube_dmem_e2e::env::NODES;
-use kube_dmem_e2e::fixtures::{get_pod, running_pod};
+use kube_dmem_e2e::fixtures::{dmem_bytes, get_pod, running_pod};
 use kube_dmem_e2e::poll::eventually;
 use kube_dmem_e2e::prometheus::{Job, Prometheus};
 use serde_json::Value;
@@ -191,11 +191,7 @@ fn numbers_match_the_kernel_files(
     let file = |name: &str| -> Result<Option<u64>> {
         let value = SimFs::read(cgroup, name, REGION)?
             .with_context(|| format!("{name} has no line for {REGION}"))?;
-        Ok(if value == "max" {
-            None
-        } else {
-            Some(value.parse()?)
-        })
+        dmem_bytes(&value)
     };
     // Each `(field, file)`: what `shown` (from `what`) says is what the file holds.
     let same_as_files = |what: &str, shown: &Value, fields: &[(&str, &str)]| -> Result<()> {

@@ -16,7 +16,7 @@ use kube_dmem_crds::{
 };
 use kube_dmem_e2e::ctx::{TestCtx, run};
 use kube_dmem_e2e::env::{AGENT_POD_SELECTOR, RELEASE, RELEASE_NAMESPACE};
-use kube_dmem_e2e::fixtures::{condition, get_pod};
+use kube_dmem_e2e::fixtures::{condition, dmem_bytes, get_pod};
 use kube_dmem_e2e::poll::{Sampler, eventually};
 
 #[path = "realnode/bench.rs"]
@@ -765,8 +765,11 @@ fn restarts_of_the_kubelet_containerd_the_agent_and_the_chart_never_lapse_a_limi
         restart_containerd()?;
         log.push(format!("containerd back after {:?}", started.elapsed()));
 
-        // The agent's pod is deleted: the DaemonSet makes a new one.
+        // The agent's pod is deleted: the DaemonSet makes a new one. Its log (the kubelet and
+        // containerd restarts as it saw them) is kept with the case's results first.
         let old = agent_pod(ctx)?;
+        let seen = ctx.kubectl.ok(&["-n", RELEASE_NAMESPACE, "logs", &old])?;
+        std::fs::write(ctx.dir.join("agent-before-delete.log"), seen)?;
         ctx.kubectl.ok(&[
             "-n",
             RELEASE_NAMESPACE,
@@ -826,10 +829,15 @@ fn restarts_of_the_kubelet_containerd_the_agent_and_the_chart_never_lapse_a_limi
     });
 }
 
-/// How many pods the NRI case starts: 20 by default (a few minutes under TCG, batched in one
-/// apply); `KUBE_DMEM_NODE_RACE_RUNS=100` for a 100-run measurement.
+/// How many pods the NRI case starts: 20 by default (a few minutes under TCG);
+/// `KUBE_DMEM_NODE_RACE_RUNS=100` for the 100-run measurement.
 fn race_runs() -> usize {
     env_or("KUBE_DMEM_NODE_RACE_RUNS", 20)
+}
+
+/// Pods of the race cases applied at a time (`KUBE_DMEM_NODE_RACE_WAVE`, default 5).
+fn race_wave() -> usize {
+    env_or("KUBE_DMEM_NODE_RACE_WAVE", 5).max(1)
 }
 
 /// The environment variable `name` parsed, or `default` when it is unset or not a number.
@@ -863,30 +871,39 @@ fn restart_containerd() -> Result<()> {
 
 /// Starts `n` governed pods without units whose first instruction allocates one byte past `max`;
 /// returns how many the kernel refused (`EAGAIN`), i.e. how many had their limits before they ran.
-/// One `kubectl apply` creates them all and the workload's output is read from the kubelet's log
-/// files on the node, so the case costs a few kubectl calls, not three per pod.
+/// The pods come in waves of [`race_wave`] (one `kubectl apply` each; a wave's pods are deleted
+/// once read): under TCG a burst of 20 kept containerd's starts past the kubelet's 2-minute CRI
+/// deadline. Each pod races the agent on its own, so waves do not change what is measured. The
+/// workload's output is read from the kubelet's log files on the node, so a wave costs a few
+/// kubectl calls, not three per pod.
 fn first_instruction_refusals(ctx: &TestCtx, prefix: &str, n: usize) -> Result<usize> {
+    let mut answers = BTreeMap::<String, usize>::new();
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    for wave in names.chunks(race_wave()) {
+        for (answer, count) in refusals_of_wave(ctx, wave)? {
+            *answers.entry(answer).or_default() += count;
+        }
+    }
+    eprintln!("{prefix}: first allocations past max answered {answers:?} over {n} pods");
+    Ok(answers.get("EAGAIN").copied().unwrap_or(0))
+}
+
+/// One wave of [`first_instruction_refusals`]: the first answer of each pod, counted.
+fn refusals_of_wave(ctx: &TestCtx, names: &[String]) -> Result<BTreeMap<String, usize>> {
     let past_max = (GI + 1).to_string();
     let steps = ["alloc", VRAM1, &past_max, "free", VRAM1, &past_max];
-    // The quotas of the race cases select `app: race`; the pods of this call are `prefix-*`.
+    // The quotas of the race cases select `app: race`.
     let app = "race";
-    let yaml: Vec<String> = (0..n)
-        .map(|i| {
-            workload_pod_yaml(
-                ctx,
-                &format!("{prefix}-{i}"),
-                &app,
-                &Gpu::Privileged,
-                &steps,
-            )
-        })
+    let yaml: Vec<String> = names
+        .iter()
+        .map(|name| workload_pod_yaml(ctx, name, app, &Gpu::Privileged, &steps))
         .collect();
     ctx.kubectl.apply(&yaml.join("\n---\n"))?;
-    let pods = eventually(&format!("{n} {prefix} pods Succeeded"), POD_START, || {
+    let n = names.len();
+    let pods = eventually(&format!("{n} pods {names:?} Succeeded"), POD_START, || {
         let list =
             ctx.kubectl
                 .json(&["-n", &ctx.ns, "get", "pods", "-l", &format!("app={app}")])?;
-        let mine = format!("{prefix}-");
         let items: Vec<Value> = list["items"]
             .as_array()
             .into_iter()
@@ -894,7 +911,7 @@ fn first_instruction_refusals(ctx: &TestCtx, prefix: &str, n: usize) -> Result<u
             .filter(|p| {
                 p["metadata"]["name"]
                     .as_str()
-                    .is_some_and(|n| n.starts_with(&mine))
+                    .is_some_and(|name| names.iter().any(|w| w == name))
             })
             .cloned()
             .collect();
@@ -902,10 +919,7 @@ fn first_instruction_refusals(ctx: &TestCtx, prefix: &str, n: usize) -> Result<u
             .iter()
             .map(|p| p["status"]["phase"].as_str().unwrap_or_default())
             .collect();
-        ensure!(
-            !phases.contains(&"Failed"),
-            "a {prefix} pod Failed: {phases:?}"
-        );
+        ensure!(!phases.contains(&"Failed"), "a pod Failed: {phases:?}");
         let done = phases.iter().filter(|p| **p == "Succeeded").count();
         if done == n {
             Ok(Some(items))
@@ -913,25 +927,16 @@ fn first_instruction_refusals(ctx: &TestCtx, prefix: &str, n: usize) -> Result<u
             bail!("{done} of {n} Succeeded")
         }
     })?;
-    let mut refused = 0;
     let mut answers = BTreeMap::<String, usize>::new();
     for pod in &pods {
         let s = node_log_steps(ctx, pod)?;
         let a = s.first().map_or_else(|| "no output".to_owned(), answer);
-        refused += usize::from(a == "EAGAIN");
         *answers.entry(a).or_default() += 1;
     }
-    ctx.kubectl.ok(&[
-        "-n",
-        &ctx.ns,
-        "delete",
-        "pods",
-        "-l",
-        &format!("app={app}"),
-        "--wait=false",
-    ])?;
-    eprintln!("{prefix}: first allocations past max answered {answers:?} over {n} pods");
-    Ok(refused)
+    let mut delete = vec!["-n", ctx.ns.as_str(), "delete", "pods", "--wait=false"];
+    delete.extend(names.iter().map(String::as_str));
+    ctx.kubectl.ok(&delete)?;
+    Ok(answers)
 }
 
 /// The workload's steps from the kubelet's log file of the pod's container on this node
@@ -1049,12 +1054,7 @@ fn kubectl_dmem(args: &[&str]) -> Result<Value> {
 
 /// A kernel file's value for `region` as a number (`max` is `None`, as the plugin shows it).
 fn kernel_number(cg: &Path, file: &str, region: &str) -> Result<Option<u64>> {
-    let v = dmem_value(cg, file, region)?;
-    if v == "max" {
-        Ok(None)
-    } else {
-        Ok(Some(v.parse()?))
-    }
+    dmem_bytes(&dmem_value(cg, file, region)?)
 }
 
 #[test]

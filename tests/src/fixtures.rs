@@ -61,6 +61,17 @@ pub fn condition<'a>(obj: &'a Value, ty: &str) -> Option<&'a Value> {
         .find(|c| c["type"] == ty)
 }
 
+/// A `dmem.*` value as the kernel writes it: `None` for `max`, else the bytes.
+pub fn dmem_bytes(value: &str) -> Result<Option<u64>> {
+    if value == "max" {
+        return Ok(None);
+    }
+    let bytes = value
+        .parse()
+        .with_context(|| format!("dmem value {value:?} is neither max nor bytes"))?;
+    Ok(Some(bytes))
+}
+
 /// RFC 3339 UTC text of `t` (whole seconds), as Kubernetes writes `metav1.Time`.
 pub fn rfc3339(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());

@@ -207,6 +207,30 @@ pub fn apply_setup_s(env: &dyn Env) {
     }
 }
 
+/// The simulator mounted with FUSE, with the kubelet's systemd-driver hierarchy down to the
+/// BestEffort slice made through the mount (as the kubelet would) and dmem enabled top-down.
+pub fn kubepods_node(profile: Profile) -> FuseEnv {
+    let env = FuseEnv::mount(kernel(profile)).expect("mount");
+    let fs = SysfsCgroups::with_root(env.root());
+    fs.write(&cg("/"), CgroupFile::CgroupSubtreeControl, "+dmem")
+        .expect("+dmem");
+    for dir in [
+        "/kubepods.slice",
+        "/kubepods.slice/kubepods-besteffort.slice",
+    ] {
+        std::fs::create_dir(env.host_path(dir, None)).expect("mkdir");
+        fs.write(&cg(dir), CgroupFile::CgroupSubtreeControl, "+dmem")
+            .expect("+dmem");
+    }
+    env
+}
+
+/// Makes `group` through the mount (as runc would) with a task in it.
+pub fn add_running_cgroup(env: &FuseEnv, group: &str) {
+    std::fs::create_dir(env.host_path(group, None)).expect("mkdir");
+    env.kernel().set_has_tasks(group, true).expect("tasks");
+}
+
 /// Whether FUSE mounts work here (root, `/dev/fuse`). Checked once by mounting a probe. With
 /// `KUBE_DMEM_REQUIRE_FUSE=1` a missing FUSE fails the tests instead of skipping them.
 pub fn fuse_available() -> bool {

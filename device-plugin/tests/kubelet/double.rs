@@ -2,21 +2,14 @@
 //! `docs/kubelet.md` §3: it serves `Registration` on `<dir>/kubelet.sock`; inside `Register` it
 //! checks the version and resource name, dials the plugin's socket back (10 s), calls
 //! `GetDevicePluginOptions`, then (in a task, as the kubelet does) runs `ListAndWatch` and records
-//! every message. It can call the plugin's other RPCs, simulate a kubelet restart, and serve
-//! PodResources `List` from a table.
+//! every message. It can call the plugin's other RPCs and simulate a kubelet restart; PodResources
+//! `List` comes from the double shared with the agent-loop tests (`tests/pod_resources_double`).
 
 use std::os::unix::fs::FileTypeExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube_dmem_device_plugin::kubelet::proto::podresources::pod_resources_lister_server::{
-    PodResourcesLister, PodResourcesListerServer,
-};
-use kube_dmem_device_plugin::kubelet::proto::podresources::{
-    AllocatableResourcesRequest, AllocatableResourcesResponse, GetPodResourcesRequest,
-    GetPodResourcesResponse, ListPodResourcesRequest, ListPodResourcesResponse, PodResources,
-};
 use kube_dmem_device_plugin::kubelet::proto::v1beta1::device_plugin_client::DevicePluginClient;
 use kube_dmem_device_plugin::kubelet::proto::v1beta1::registration_server::{
     Registration, RegistrationServer,
@@ -321,51 +314,4 @@ impl Drop for KubeletDouble {
     }
 }
 
-/// PodResources `List` served from a table the test can change.
-#[derive(Clone, Default)]
-pub struct PodResourcesDouble {
-    table: Arc<Mutex<Vec<PodResources>>>,
-}
-
-impl PodResourcesDouble {
-    /// Serves the table on `socket`; the server stops when `stop` is cancelled.
-    pub fn start(socket: &Path, stop: CancellationToken) -> Self {
-        let double = Self::default();
-        let incoming = uds::bind(socket).expect("bind pod-resources socket");
-        let serve = Server::builder()
-            .add_service(PodResourcesListerServer::new(double.clone()))
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
-        tokio::spawn(async move { serve.await.expect("pod-resources double server") });
-        double
-    }
-
-    /// Replaces the table.
-    pub fn set(&self, pods: Vec<PodResources>) {
-        *self.table.lock().unwrap() = pods;
-    }
-}
-
-#[tonic::async_trait]
-impl PodResourcesLister for PodResourcesDouble {
-    async fn list(
-        &self,
-        _request: Request<ListPodResourcesRequest>,
-    ) -> Result<Response<ListPodResourcesResponse>, Status> {
-        let pod_resources = self.table.lock().unwrap().clone();
-        Ok(Response::new(ListPodResourcesResponse { pod_resources }))
-    }
-
-    async fn get_allocatable_resources(
-        &self,
-        _request: Request<AllocatableResourcesRequest>,
-    ) -> Result<Response<AllocatableResourcesResponse>, Status> {
-        Err(Status::unimplemented("not used by kube-dmem"))
-    }
-
-    async fn get(
-        &self,
-        _request: Request<GetPodResourcesRequest>,
-    ) -> Result<Response<GetPodResourcesResponse>, Status> {
-        Err(Status::unimplemented("not used by kube-dmem"))
-    }
-}
+pub use crate::pod_resources_double::PodResourcesDouble;

@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod double;
+#[path = "../pod_resources_double/mod.rs"]
+mod pod_resources_double;
 mod podresources;
 mod registration;
 mod rpcs;
