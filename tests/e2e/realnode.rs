@@ -349,20 +349,14 @@ fn agent_pod(ctx: &TestCtx) -> Result<String> {
         .to_owned())
 }
 
-/// Moves the agent's DaemonSet off the node (a node selector nothing matches) and waits until its
-/// pod is gone; `helm_upgrade` brings it back.
-fn agent_off_node(ctx: &TestCtx) -> Result<()> {
-    ctx.kubectl.ok(&[
-        "-n",
-        RELEASE_NAMESPACE,
-        "patch",
-        "daemonset",
-        &format!("{RELEASE}-device-plugin"),
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"template":{"spec":{"nodeSelector":{"kube-dmem.io/e2e-nowhere":"x"}}}}}"#,
-    ])?;
+/// Moves the agent's DaemonSet off the node (a node selector nothing matches, through the chart so
+/// that no other field manager owns part of the DaemonSet) and waits until its pod is gone; a
+/// later `helm_upgrade` without it brings the agent back. A `kubectl patch` here made the next
+/// `helm upgrade` fail on a server-side apply conflict over `nodeSelector`.
+fn agent_off_node(ctx: &TestCtx, set: &[&str]) -> Result<()> {
+    let mut values = vec![r"devicePlugin.nodeSelector.kube-dmem\.io/e2e-nowhere=x"];
+    values.extend_from_slice(set);
+    helm_upgrade(ctx, &values)?;
     eventually("no agent pod on the node", POD_START, || {
         Ok(agent_pod(ctx)
             .is_err_and(|e| e.to_string().starts_with("0 live"))
@@ -765,24 +759,8 @@ fn restarts_of_the_kubelet_containerd_the_agent_and_the_chart_never_lapse_a_limi
         restart_containerd()?;
         log.push(format!("containerd back after {:?}", started.elapsed()));
 
-        // The agent's pod is deleted: the DaemonSet makes a new one. Its log (the kubelet and
-        // containerd restarts as it saw them) is kept with the case's results first.
-        let old = agent_pod(ctx)?;
-        let seen = ctx.kubectl.ok(&["-n", RELEASE_NAMESPACE, "logs", &old])?;
-        std::fs::write(ctx.dir.join("agent-before-delete.log"), seen)?;
-        ctx.kubectl.ok(&[
-            "-n",
-            RELEASE_NAMESPACE,
-            "delete",
-            "pod",
-            &old,
-            "--wait=true",
-        ])?;
-        eventually("a new agent pod", POD_START, || {
-            let now = agent_pod(ctx)?;
-            Ok((now != old).then_some(()))
-        })?;
-        agent_ready(ctx)?;
+        // The agent's pod is deleted: the DaemonSet makes a new one.
+        recreate_agent(ctx)?;
         log.push(format!("agent recreated after {:?}", started.elapsed()));
 
         // The chart is upgraded to changed values: the DaemonSet rolls its pod.
@@ -827,6 +805,27 @@ fn restarts_of_the_kubelet_containerd_the_agent_and_the_chart_never_lapse_a_limi
         // Back to the suite's values for the cases after this one.
         helm_upgrade(ctx, &[])
     });
+}
+
+/// Deletes the agent's pod and waits for the DaemonSet's new one to be ready. The old pod's log
+/// (what it saw until then) is kept with the case's results first.
+fn recreate_agent(ctx: &TestCtx) -> Result<()> {
+    let old = agent_pod(ctx)?;
+    let seen = ctx.kubectl.ok(&["-n", RELEASE_NAMESPACE, "logs", &old])?;
+    std::fs::write(ctx.dir.join(format!("agent-{old}.log")), seen)?;
+    ctx.kubectl.ok(&[
+        "-n",
+        RELEASE_NAMESPACE,
+        "delete",
+        "pod",
+        &old,
+        "--wait=true",
+    ])?;
+    eventually("a new agent pod", POD_START, || {
+        let now = agent_pod(ctx)?;
+        Ok((now != old).then_some(()))
+    })?;
+    agent_ready(ctx)
 }
 
 /// How many pods the NRI case starts: 20 by default (a few minutes under TCG);
@@ -1023,8 +1022,7 @@ fn without_nri_the_race_shows_and_pods_start_while_the_agent_is_down() {
 
         // The agent is gone from the node: pods still start (the runtime does not wait for a
         // plugin that is not there), and the agent catches up when it is back.
-        upgrade(true)?;
-        agent_off_node(ctx)?;
+        agent_off_node(ctx, &["nri.enabled=true"])?;
         workload_pod(ctx, "alone", "race", &Gpu::Privileged, &["limits", "hold"])?;
         wait_phase(ctx, "alone", "Running")?;
         let cg = pod_cgroup(&uid(ctx, "alone")?)?;
@@ -1240,9 +1238,81 @@ fn a_dra_claim_is_the_pods_dmem_max_from_its_first_instruction() {
             dev.starts_with("/dev/dri/renderD"),
             "the workload used {dev:?}"
         );
+        // The agent restarts: the claim's limit stays in force throughout (the driver's
+        // checkpoint says why it is there), sampled every 10 ms.
+        let cg = pod_cgroup(&uid(ctx, "claimed")?)?;
+        let want = (4 * GI).to_string();
+        let sampler = {
+            let (cg, region) = (cg.clone(), region.clone());
+            Sampler::start(
+                move || dmem_value(&cg, "dmem.max", &region),
+                |e| format!("unreadable: {e:#}"),
+            )
+        };
+        recreate_agent(ctx)?;
+        let samples = sampler.finish()?;
+        ensure!(samples.len() > 10, "only {} samples", samples.len());
+        if let Some(bad) = samples.iter().find(|v| **v != want) {
+            bail!(
+                "dmem.max of {region} was {bad} while the agent restarted ({} samples)",
+                samples.len()
+            );
+        }
+        eprintln!(
+            "rn-dra: {} samples through an agent restart, all {want}",
+            samples.len()
+        );
+
+        // A claim whose opaque configuration for our driver is malformed: the kubelet's prepare
+        // fails with our precise error in the pod's events, and the pod does not start.
+        ctx.kubectl.apply(&format!(
+            "apiVersion: resource.k8s.io/v1\nkind: ResourceClaimTemplate\n\
+             metadata: {{name: vram-typo, namespace: {}}}\n\
+             spec: {{spec: {{devices: {{requests: [{{name: vram, exactly: {{deviceClassName: \
+             vram.kube-dmem.io, capacity: {{requests: {{memory: 1Gi}}}}}}}}], \
+             config: [{{requests: [vram], opaque: {{driver: vram.kube-dmem.io, parameters: \
+             {{apiVersion: vram.kube-dmem.io/v1alpha1, kind: VramConfig, colour: red}}}}}}]}}}}}}\n",
+            ctx.ns
+        ))?;
+        workload_pod(ctx, "typo", "typo", &Gpu::Claim("vram-typo"), &["limits"])?;
+        let message = eventually(
+            "FailedPrepareDynamicResources on the pod",
+            POD_START,
+            || {
+                let events = ctx.kubectl.json(&[
+                    "-n",
+                    &ctx.ns,
+                    "get",
+                    "events",
+                    "--field-selector",
+                    "involvedObject.name=typo",
+                ])?;
+                Ok(events["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e["reason"] == "FailedPrepareDynamicResources")
+                    .and_then(|e| e["message"].as_str().map(str::to_owned)))
+            },
+        )?;
+        ensure!(
+            message.contains("MalformedConfig") || message.contains("is malformed"),
+            "the prepare error does not say what is wrong: {message}"
+        );
+        ensure!(
+            message.contains("colour"),
+            "the prepare error does not name the field: {message}"
+        );
+        ensure!(
+            pod_phase(ctx, "typo")? == "Pending",
+            "a pod whose claim failed to prepare must not start"
+        );
+        eprintln!("rn-dra: malformed config refused: {message}");
+        ctx.kubectl
+            .ok(&["-n", &ctx.ns, "delete", "pod", "typo", "--wait=false"])?;
+
         // The claim goes with the pod: its limit is gone from the kernel once the pod is deleted
         // (the cgroup goes too), and the driver keeps nothing for it.
-        let cg = pod_cgroup(&uid(ctx, "claimed")?)?;
         ctx.kubectl
             .ok(&["-n", &ctx.ns, "delete", "pod", "claimed"])?;
         eventually("the pod cgroup gone", POD_START, || {

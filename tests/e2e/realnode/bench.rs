@@ -294,7 +294,7 @@ fn real_node_benchmark() {
         // 3. Start latency with the agent (NRI holds each creation until the limits are in
         //    force), then with the agent's DaemonSet moved off the node.
         let with = start_latencies(ctx, "with", starts)?;
-        agent_off_node(ctx)?;
+        agent_off_node(ctx, &[])?;
         let without = start_latencies(ctx, "without", starts)?;
         helm_upgrade(ctx, &[])?;
         let (w50, o50) = (quantile_ms(&with, 0.5), quantile_ms(&without, 0.5));
