@@ -181,6 +181,7 @@ impl Running {
         self.rounds
             .send(RoundRequest {
                 pod: (NS.to_owned(), NAME.to_owned()),
+                hint: None,
                 reply,
             })
             .await

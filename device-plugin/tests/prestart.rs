@@ -224,6 +224,7 @@ impl Node {
         self.rounds
             .send(RoundRequest {
                 pod: (NS.to_owned(), NAME.to_owned()),
+                hint: None,
                 reply,
             })
             .await

@@ -147,7 +147,10 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
             () = tokio::time::sleep_until(next_poll) => {}
             _ = resync.tick() => agent.forget_writes(),
         }
-        let snapshot = objects.snapshot();
+        let mut snapshot = objects.snapshot();
+        if let Some(hint) = pending.as_ref().and_then(|r| r.hint.as_ref()) {
+            inputs::add_hint(&mut snapshot, hint);
+        }
         if let Some(k) = &kubelet {
             grants = refresh_grants(&k.pod_resources, &snapshot, &k.inventory, grants.take()).await;
         }

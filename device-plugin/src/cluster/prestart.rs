@@ -4,7 +4,10 @@
 //! starts without its limits. Cgroup or pod not there yet: retried every [`RETRY`] until
 //! [`PRE_START_TIMEOUT`], which stays below the kubelet's own deadline for the call.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -22,6 +25,9 @@ pub const RETRY: Duration = Duration::from_millis(200);
 pub struct RoundRequest {
     /// `(namespace, name)` of the pod.
     pub pod: (String, String),
+    /// What the requester knows of the pod (the NRI plugin, from the runtime's sandbox), for the
+    /// round to use while the API watch has not delivered the pod yet; never over the watch's.
+    pub hint: Option<Arc<Pod>>,
     /// The pod's outcome after the round; `None` when the pod was not in the round.
     pub reply: oneshot::Sender<Option<LimitsOutcome>>,
 }
@@ -69,6 +75,7 @@ impl AgentPreStart {
         let (reply, answer) = oneshot::channel();
         let request = RoundRequest {
             pod: ((*namespace).to_owned(), (*name).to_owned()),
+            hint: None,
             reply,
         };
         let unavailable = |what| PreStartError::Unavailable {

@@ -289,6 +289,20 @@ pub fn known_pods(objects: &Objects) -> Vec<KnownPod> {
         .collect()
 }
 
+/// Adds `hint` (a pod as the runtime described it) to `objects` unless a pod with its UID is
+/// there already: the watch's object, with its spec and status, always wins.
+pub fn add_hint(objects: &mut Objects, hint: &Arc<Pod>) {
+    let uid = hint.metadata.uid.as_deref();
+    if uid.is_some()
+        && !objects
+            .pods
+            .iter()
+            .any(|p| p.metadata.uid.as_deref() == uid)
+    {
+        objects.pods.push(Arc::clone(hint));
+    }
+}
+
 /// Pods by UID, to find a report's pod object again.
 pub fn by_uid(pods: &[Arc<Pod>]) -> BTreeMap<&str, &Pod> {
     pods.iter()
@@ -446,5 +460,22 @@ mod tests {
         assert_eq!(inputs.grant_unknown.keys().collect::<Vec<_>>(), ["u2"]);
         assert_eq!(inputs.facts[0].grants.len(), 1);
         assert!(inputs.facts[1].grants.is_empty());
+    }
+
+    #[test]
+    fn a_hint_fills_in_only_for_a_pod_the_watch_lacks() {
+        let watched = asking("units", "u1", serde_json::json!({"containers": []}));
+        let mut objects = Objects {
+            pods: vec![Arc::clone(&watched)],
+            ..Objects::default()
+        };
+        // The same UID from the runtime: the watch's object stays, alone.
+        let stale = asking("units", "u1", serde_json::json!({}));
+        add_hint(&mut objects, &stale);
+        assert_eq!(objects.pods.len(), 1);
+        assert!(Arc::ptr_eq(&objects.pods[0], &watched));
+        let fresh = asking("fresh", "u2", serde_json::json!({}));
+        add_hint(&mut objects, &fresh);
+        assert_eq!(objects.pods.len(), 2);
     }
 }

@@ -1,5 +1,6 @@
 //! EDGE: the plugin's handlers. Pod sandbox and container creation ask the agent loop for a round
-//! for the pod named in the request (the same [`RoundRequest`] the kubelet's PreStart hook sends)
+//! for the pod named in the request (the same [`RoundRequest`] the kubelet's PreStart hook sends,
+//! with the pod as the sandbox describes it, for a round that runs before the API watch has it)
 //! and answer once the pod's limits are in force, or when the answer budget runs out, whichever
 //! comes first. The answer is always a success with an empty adjustment: the plugin never fails a
 //! pod or container creation, exactly as if it were absent, and never misses the runtime's deadline
@@ -10,8 +11,10 @@
 //! `cgroup.subtree_control`, or a kernel without dmem). A fallback that can fail pod creation breaks
 //! the rule above; the round that follows keeps enforcing on the pod cgroup instead.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
 
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
@@ -21,7 +24,7 @@ use tracing::{debug, info, warn};
 use super::conn::{Handler, INVALID_ARGUMENT, RpcStatus, UNIMPLEMENTED};
 pub use super::decide::events::Ensured;
 use super::decide::events::{
-    Next, PodKey, SUBSCRIBED, after_round, answer_budget, event_mask, pod_key,
+    Next, PodKey, SUBSCRIBED, after_round, answer_budget, event_mask, pod_from_sandbox, pod_key,
 };
 use super::proto::api;
 use crate::cluster::prestart::RoundRequest;
@@ -92,13 +95,16 @@ impl NriPlugin {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = budget;
     }
 
-    /// Runs rounds for `pod` until its limits are in force, a final answer, or the budget ends.
-    pub async fn ensure(&self, pod: &PodKey) -> Ensured {
+    /// Runs rounds for `pod` until its limits are in force, a final answer, or the budget ends;
+    /// `hint` is the pod as the runtime describes it, for rounds that run before the API watch
+    /// has the pod.
+    pub async fn ensure(&self, pod: &PodKey, hint: Option<Arc<Pod>>) -> Ensured {
         let deadline = Instant::now() + self.budget();
         loop {
             let (reply, answer) = oneshot::channel();
             let request = RoundRequest {
                 pod: (pod.namespace.clone(), pod.name.clone()),
+                hint: hint.clone(),
                 reply,
             };
             let attempt = async {
@@ -128,9 +134,10 @@ impl NriPlugin {
         container: Option<&api::Container>,
     ) {
         let key = pod_key(pod);
+        let hint = pod.and_then(pod_from_sandbox).map(Arc::new);
         let started = Instant::now();
         let ensured = match &key {
-            Some(key) => self.ensure(key).await,
+            Some(key) => self.ensure(key, hint).await,
             None => Ensured::NoPod,
         };
         if let Some(held) = &self.held {
@@ -183,6 +190,7 @@ impl NriPlugin {
         let (reply, _) = oneshot::channel();
         let _ = self.rounds.try_send(RoundRequest {
             pod: (pod.namespace.clone(), pod.name.clone()),
+            hint: None,
             reply,
         });
     }

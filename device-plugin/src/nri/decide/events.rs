@@ -1,7 +1,11 @@
-//! CORE: what the NRI plugin subscribes to, which pod a runtime request names, how long the
-//! plugin may take to answer, and what a round's outcome means for the request waiting on it.
+//! CORE: what the NRI plugin subscribes to, which pod a runtime request names (and what it says
+//! about the pod, [`pod_from_sandbox`]), how long the plugin may take to answer, and what a
+//! round's outcome means for the request waiting on it.
 
 use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::nri::proto::api::{Event, PodSandbox};
 use crate::round::LimitsOutcome;
@@ -56,6 +60,43 @@ pub fn pod_key(pod: Option<&PodSandbox>) -> Option<PodKey> {
         namespace: pod.namespace.clone(),
         name: pod.name.clone(),
         uid: pod.uid.clone(),
+    })
+}
+
+/// Labels the kubelet adds to every sandbox's CRI labels besides the pod's own.
+pub const KUBELET_SANDBOX_LABELS: [&str; 3] = [
+    "io.kubernetes.pod.name",
+    "io.kubernetes.pod.namespace",
+    "io.kubernetes.pod.uid",
+];
+
+/// The pod as the runtime's sandbox describes it: namespace, name, UID, the pod's labels (the
+/// kubelet copies them into the sandbox's, adding [`KUBELET_SANDBOX_LABELS`]) and annotations.
+/// That is all a quota's selector reads, so a round can govern a new pod from it while the API
+/// watch has not delivered the pod yet (slow under load, and the sandbox's cgroup exists
+/// already). `None` without a namespace, name and UID. It carries no spec, so it never asks for
+/// units; a pod that does is started through `PreStartContainer`, which waits for the API object.
+pub fn pod_from_sandbox(sandbox: &PodSandbox) -> Option<Pod> {
+    if sandbox.namespace.is_empty() || sandbox.name.is_empty() || sandbox.uid.is_empty() {
+        return None;
+    }
+    let labels = (sandbox.labels.iter())
+        .filter(|(k, _)| !KUBELET_SANDBOX_LABELS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let annotations = (sandbox.annotations.iter())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Some(Pod {
+        metadata: ObjectMeta {
+            namespace: Some(sandbox.namespace.clone()),
+            name: Some(sandbox.name.clone()),
+            uid: Some(sandbox.uid.clone()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        },
+        ..Pod::default()
     })
 }
 
@@ -176,5 +217,39 @@ mod tests {
                 answer_budget(ms) < Duration::from_millis(ms as u64).max(MIN_BUDGET + MIN_MARGIN)
             );
         }
+    }
+
+    #[test]
+    fn a_sandbox_describes_its_pod_without_the_kubelets_labels() {
+        let sandbox = PodSandbox {
+            name: "train-0".into(),
+            namespace: "ml".into(),
+            uid: "u-1".into(),
+            labels: [
+                ("app", "train"),
+                ("io.kubernetes.pod.name", "train-0"),
+                ("io.kubernetes.pod.namespace", "ml"),
+                ("io.kubernetes.pod.uid", "u-1"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            ..PodSandbox::default()
+        };
+        let pod = pod_from_sandbox(&sandbox).expect("a kubelet's sandbox");
+        let facts = kube_dmem_crds::select::PodFacts::from_pod(&pod, Vec::new());
+        assert_eq!(
+            (facts.namespace.as_str(), facts.name.as_str()),
+            ("ml", "train-0")
+        );
+        assert_eq!(facts.uid, "u-1");
+        assert_eq!(facts.labels.len(), 1, "{:?}", facts.labels);
+        assert_eq!(facts.labels.get("app").map(String::as_str), Some("train"));
+        assert!(!crate::decide::inputs::asks_for_units(&pod));
+        let unnamed = PodSandbox {
+            uid: String::new(),
+            ..sandbox
+        };
+        assert_eq!(pod_from_sandbox(&unnamed), None);
     }
 }

@@ -376,7 +376,7 @@ mod with_the_agent_loop {
     use tokio::sync::{Notify, mpsc, watch};
     use tokio_util::sync::CancellationToken;
 
-    use super::{FakeRuntime, create, last_seen};
+    use super::{FakeRuntime, api, create, last_seen, pod};
     use crate::cgroup::CgroupPath;
     use crate::cluster::agent::Agent;
     use crate::cluster::api::{ActError, ApiSink, ApiWrite};
@@ -437,6 +437,10 @@ mod with_the_agent_loop {
     async fn creation_is_answered_after_a_real_round_applied_the_limits() {
         let (backend, high) =
             Backend::sim(Profile::Current, &[(R0.to_owned(), 16 << 30)]).expect("sim");
+        let kernel = match &backend {
+            Backend::Sim { fs, .. } => fs.clone(),
+            _ => unreachable!("a simulator backend"),
+        };
         let cfg = RoundConfig {
             scan_root: CgroupPath::root(),
             high,
@@ -487,9 +491,50 @@ mod with_the_agent_loop {
             last_seen(&mut seen, "CreateContainer").await.ensured,
             Some(Ensured::InForce)
         );
-        // A pod the agent does not know is let through once the budget is spent.
+        // A pod the API watch has not delivered yet: the round governs it from what the sandbox
+        // says (its labels select the quota), so its limits are in force before its container.
+        let mut fresh = pod("ml", "fresh");
+        fresh.uid = "9e0d1c2b-3a4f-4e5d-8c7b-6a5f4e3d2c1b".into();
+        fresh.labels = [
+            ("app", "train"),
+            ("io.kubernetes.pod.name", "fresh"),
+            (
+                "io.kubernetes.pod.uid",
+                "9e0d1c2b-3a4f-4e5d-8c7b-6a5f4e3d2c1b",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let request = api::RunPodSandboxRequest { pod: Some(fresh) };
+        let resp = rt.call("RunPodSandbox", &request).await;
+        assert_eq!(resp.status.map_or(0, |s| s.code), 0);
+        assert_eq!(
+            last_seen(&mut seen, "RunPodSandbox").await.ensured,
+            Some(Ensured::InForce)
+        );
+        let cgroup = crate::cgroup::path::expected_pod_cgroup(
+            crate::cgroup::path::CgroupDriver::Systemd,
+            "/",
+            crate::cgroup::path::QosClass::BestEffort,
+            "9e0d1c2b-3a4f-4e5d-8c7b-6a5f4e3d2c1b",
+        )
+        .expect("path");
+        let max = kernel
+            .kernel()
+            .lock()
+            .expect("kernel")
+            .read_file(cgroup.as_str(), "dmem.max")
+            .expect("the sandbox's pod cgroup");
+        assert!(max.contains(&format!("{R0} {}", 8u64 << 30)), "{max}");
+        // A sandbox that names no pod UID (not made by a kubelet), unknown to the watch: let
+        // through once the budget is spent.
         rt.configure(600).await;
-        let resp = rt.call("CreateContainer", &create("ml", "unknown")).await;
+        let mut unnamed = create("ml", "unknown");
+        if let Some(p) = unnamed.pod.as_mut() {
+            p.uid.clear();
+        }
+        let resp = rt.call("CreateContainer", &unnamed).await;
         assert_eq!(resp.status.map_or(0, |s| s.code), 0);
         assert_eq!(
             last_seen(&mut seen, "CreateContainer").await.ensured,
