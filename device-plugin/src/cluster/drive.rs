@@ -118,6 +118,7 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
     let mut grants: Option<Grants> = kubelet
         .as_ref()
         .map(|_| Grants::not_listed("no List call yet"));
+    let mut grant_unknown_since: Option<tokio::time::Instant> = None;
     loop {
         let mut pending: Option<RoundRequest> = None;
         let mut claim_round: Option<ClaimRound> = None;
@@ -169,15 +170,24 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
         match &result {
             Ok(report) => {
                 health.set_ready();
-                // Adaptive polling: fast while a pod approaches a threshold, or while a pod's
-                // grant is unknown (a restarted agent learns its devices in its first round).
+                // Adaptive polling: fast while a pod approaches a threshold, or for a while after
+                // a pod's grant turned unknown (a restarted agent learns its devices in its first
+                // round; a kubelet that lasts longer is not worth 10 rounds a second).
+                let now = tokio::time::Instant::now();
+                let unknown = (report.pods.iter())
+                    .any(|p| matches!(p.outcome, LimitsOutcome::GrantUnknown { .. }));
+                let unknown_since = if unknown {
+                    *grant_unknown_since.get_or_insert(now)
+                } else {
+                    grant_unknown_since = None;
+                    now
+                };
                 let near = report.pods.iter().flat_map(|p| &p.regions).any(|r| {
                     crate::decide::pressure::near_threshold(
                         &r.reading,
                         crate::decide::pressure::NEAR_PERCENT,
                     )
-                }) || (report.pods.iter())
-                    .any(|p| matches!(p.outcome, LimitsOutcome::GrantUnknown { .. }));
+                }) || (unknown && now - unknown_since < inputs::UNSETTLED_GRACE);
                 next_poll =
                     tokio::time::Instant::now() + if near { fast_poll } else { poll_interval };
                 let waiting = report
