@@ -1250,16 +1250,33 @@ fn a_dra_claim_is_the_pods_dmem_max_from_its_first_instruction() {
             )
         };
         recreate_agent(ctx)?;
+        // Then the kubelet restarts: it registers the driver again (the plugin watcher finds
+        // its socket) and the claim stays prepared.
+        let registered = agent_log_count(ctx, "Registered with kubelet as DRA driver")?;
+        sh("pkill -x kubelet; while pgrep -x kubelet >/dev/null; do sleep 0.2; done")?;
+        sh("\"$NODE_KUBELET_START\"")?;
+        eventually(
+            "the DRA driver registered with the new kubelet",
+            POD_START,
+            || {
+                let now = agent_log_count(ctx, "Registered with kubelet as DRA driver")?;
+                Ok((now > registered).then_some(()))
+            },
+        )?;
         let samples = sampler.finish()?;
         ensure!(samples.len() > 10, "only {} samples", samples.len());
         if let Some(bad) = samples.iter().find(|v| **v != want) {
             bail!(
-                "dmem.max of {region} was {bad} while the agent restarted ({} samples)",
+                "dmem.max of {region} was {bad} while the agent and the kubelet restarted ({} samples)",
                 samples.len()
             );
         }
+        ensure!(
+            pod_phase(ctx, "claimed")? == "Running",
+            "the claimed pod did not survive the restarts"
+        );
         eprintln!(
-            "rn-dra: {} samples through an agent restart, all {want}",
+            "rn-dra: {} samples through an agent and a kubelet restart, all {want}",
             samples.len()
         );
 
