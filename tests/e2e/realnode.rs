@@ -707,14 +707,7 @@ fn restarts_of_the_kubelet_containerd_the_agent_and_the_chart_never_lapse_a_limi
             .collect();
         ensure!(granted.len() == 1, "dmem.max at start: {granted:?} ({s:?})");
         let (region, want) = granted[0].clone();
-        let sampler = {
-            let cg = cg.clone();
-            let region = region.clone();
-            Sampler::start(
-                move || dmem_value(&cg, "dmem.max", &region),
-                |e| format!("unreadable: {e:#}"),
-            )
-        };
+        let sampler = sample_dmem_max(&cg, &region);
         let started = Instant::now();
         let mut log = Vec::new();
 
@@ -735,8 +728,7 @@ fn restarts_of_the_kubelet_containerd_the_agent_and_the_chart_never_lapse_a_limi
         };
         let registered = agent_log_count(ctx, "Registered with kubelet")?;
         let last_beat = heartbeat(&node(ctx)?);
-        sh("pkill -x kubelet; while pgrep -x kubelet >/dev/null; do sleep 0.2; done")?;
-        sh("\"$NODE_KUBELET_START\"")?;
+        restart_kubelet()?;
         eventually(
             "the agent registered with the new kubelet",
             POD_START,
@@ -783,23 +775,14 @@ fn restarts_of_the_kubelet_containerd_the_agent_and_the_chart_never_lapse_a_limi
             started.elapsed()
         ));
 
-        let samples = sampler.finish()?;
-        ensure!(samples.len() > 100, "only {} samples", samples.len());
-        if let Some(bad) = samples.iter().find(|v| **v != want) {
-            bail!(
-                "dmem.max of {region} was {bad} at some point ({} samples; {log:?})",
-                samples.len()
-            );
-        }
+        let samples = all_samples_are(sampler, 100, &want)
+            .with_context(|| format!("dmem.max of {region} ({log:?})"))?;
         // The pod lived through all of it.
         ensure!(pod_phase(ctx, "steady")? == "Running");
         let pod = get_pod(ctx, "steady")?.context("pod gone")?;
         let restarts = pod["status"]["containerStatuses"][0]["restartCount"].as_i64();
         ensure!(restarts == Some(0), "restartCount {restarts:?}");
-        eprintln!(
-            "rn-restarts: {} samples, all {want}; {log:?}",
-            samples.len()
-        );
+        eprintln!("rn-restarts: {} samples, all {want}; {log:?}", samples);
         ctx.kubectl
             .ok(&["-n", &ctx.ns, "delete", "pod", "steady"])?;
         // Back to the suite's values for the cases after this one.
@@ -857,6 +840,33 @@ fn agent_log_count(ctx: &TestCtx, needle: &str) -> Result<usize> {
     let pod = agent_pod(ctx)?;
     let logs = ctx.kubectl.ok(&["-n", RELEASE_NAMESPACE, "logs", &pod])?;
     Ok(logs.lines().filter(|l| l.contains(needle)).count())
+}
+
+/// Samples `dmem.max` of `region` in `cgroup` every 10 ms from now on.
+fn sample_dmem_max(cgroup: &Path, region: &str) -> Sampler<String> {
+    let (cgroup, region) = (cgroup.to_owned(), region.to_owned());
+    Sampler::start(
+        move || dmem_value(&cgroup, "dmem.max", &region),
+        |e| format!("unreadable: {e:#}"),
+    )
+}
+
+/// Stops `sampler` and fails unless it took more than `at_least` samples, every one `want`;
+/// returns how many it took.
+fn all_samples_are(sampler: Sampler<String>, at_least: usize, want: &str) -> Result<usize> {
+    let samples = sampler.finish()?;
+    ensure!(samples.len() > at_least, "only {} samples", samples.len());
+    if let Some(bad) = samples.iter().find(|v| *v != want) {
+        bail!("was {bad} at some point ({} samples)", samples.len());
+    }
+    Ok(samples.len())
+}
+
+/// Stops the kubelet, waits until it is gone, and starts it again (the node's start script).
+fn restart_kubelet() -> Result<()> {
+    sh("pkill -x kubelet; while pgrep -x kubelet >/dev/null; do sleep 0.2; done")?;
+    sh("\"$NODE_KUBELET_START\"")?;
+    Ok(())
 }
 
 fn restart_containerd() -> Result<()> {
@@ -1242,19 +1252,12 @@ fn a_dra_claim_is_the_pods_dmem_max_from_its_first_instruction() {
         // checkpoint says why it is there), sampled every 10 ms.
         let cg = pod_cgroup(&uid(ctx, "claimed")?)?;
         let want = (4 * GI).to_string();
-        let sampler = {
-            let (cg, region) = (cg.clone(), region.clone());
-            Sampler::start(
-                move || dmem_value(&cg, "dmem.max", &region),
-                |e| format!("unreadable: {e:#}"),
-            )
-        };
+        let sampler = sample_dmem_max(&cg, &region);
         recreate_agent(ctx)?;
         // Then the kubelet restarts: it registers the driver again (the plugin watcher finds
         // its socket) and the claim stays prepared.
         let registered = agent_log_count(ctx, "Registered with kubelet as DRA driver")?;
-        sh("pkill -x kubelet; while pgrep -x kubelet >/dev/null; do sleep 0.2; done")?;
-        sh("\"$NODE_KUBELET_START\"")?;
+        restart_kubelet()?;
         eventually(
             "the DRA driver registered with the new kubelet",
             POD_START,
@@ -1263,21 +1266,16 @@ fn a_dra_claim_is_the_pods_dmem_max_from_its_first_instruction() {
                 Ok((now > registered).then_some(()))
             },
         )?;
-        let samples = sampler.finish()?;
-        ensure!(samples.len() > 10, "only {} samples", samples.len());
-        if let Some(bad) = samples.iter().find(|v| **v != want) {
-            bail!(
-                "dmem.max of {region} was {bad} while the agent and the kubelet restarted ({} samples)",
-                samples.len()
-            );
-        }
+        let samples = all_samples_are(sampler, 10, &want).with_context(|| {
+            format!("dmem.max of {region} while the agent and the kubelet restarted")
+        })?;
         ensure!(
             pod_phase(ctx, "claimed")? == "Running",
             "the claimed pod did not survive the restarts"
         );
         eprintln!(
             "rn-dra: {} samples through an agent and a kubelet restart, all {want}",
-            samples.len()
+            samples
         );
 
         // A claim whose opaque configuration for our driver is malformed: the kubelet's prepare

@@ -176,18 +176,17 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
                 let now = tokio::time::Instant::now();
                 let unknown = (report.pods.iter())
                     .any(|p| matches!(p.outcome, LimitsOutcome::GrantUnknown { .. }));
-                let unknown_since = if unknown {
-                    *grant_unknown_since.get_or_insert(now)
-                } else {
+                if !unknown {
                     grant_unknown_since = None;
-                    now
-                };
+                }
+                let newly_unknown = unknown
+                    && now - *grant_unknown_since.get_or_insert(now) < inputs::UNSETTLED_GRACE;
                 let near = report.pods.iter().flat_map(|p| &p.regions).any(|r| {
                     crate::decide::pressure::near_threshold(
                         &r.reading,
                         crate::decide::pressure::NEAR_PERCENT,
                     )
-                }) || (unknown && now - unknown_since < inputs::UNSETTLED_GRACE);
+                }) || newly_unknown;
                 next_poll =
                     tokio::time::Instant::now() + if near { fast_poll } else { poll_interval };
                 let waiting = report
