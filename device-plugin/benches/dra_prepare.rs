@@ -202,6 +202,7 @@ async fn measure() -> (Vec<Duration>, Vec<Duration>) {
             rounds: claim_rx,
         }),
         poll_interval: Duration::from_secs(1),
+        near_poll_interval: kube_dmem_device_plugin::cluster::drive::NEAR_POLL,
         resync: Duration::from_secs(60),
         health: Arc::new(Health::default()),
     };

@@ -102,6 +102,10 @@ pub struct RunArgs {
     /// How often usage is read for pressure, e.g. `1s`.
     #[arg(long, env = "KUBE_DMEM_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub poll_interval: std::time::Duration,
+    /// How often usage is read while some pod is within 10 % below its `high` or `max`, e.g.
+    /// `100ms`; at or above `--poll-interval` the poll never speeds up.
+    #[arg(long, env = "KUBE_DMEM_NEAR_POLL_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub near_poll_interval: std::time::Duration,
     /// How often everything is re-evaluated against the cached objects, e.g. `60s`.
     #[arg(long, env = "KUBE_DMEM_RESYNC", default_value = "60s", value_parser = humantime::parse_duration)]
     pub resync: std::time::Duration,
@@ -156,6 +160,7 @@ impl RunArgs {
             kubelet,
             admin_addr,
             poll_interval,
+            near_poll_interval,
             resync,
             vram_unit,
             sim_profile,
@@ -202,6 +207,7 @@ impl RunArgs {
             pod_resources_socket,
             admin_addr,
             poll_interval,
+            near_poll_interval,
             resync,
             vram_unit,
             nri_socket,
@@ -475,6 +481,11 @@ mod tests {
         assert!(!cfg.kubelet);
         assert_eq!(cfg.vram_unit.get(), 512 << 20);
         assert_eq!(cfg.poll_interval, std::time::Duration::from_secs(1));
+        assert_eq!(
+            cfg.near_poll_interval,
+            crate::cluster::drive::NEAR_POLL,
+            "the flag's default is the loop's documented near-threshold poll"
+        );
         assert_eq!(cfg.resync, std::time::Duration::from_secs(60));
         assert_eq!(cfg.admin_addr.port(), 9808);
         assert_eq!(

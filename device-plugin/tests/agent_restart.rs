@@ -163,6 +163,7 @@ impl Running {
             }),
             dra: None,
             poll_interval: Duration::from_secs(3600),
+            near_poll_interval: kube_dmem_device_plugin::cluster::drive::NEAR_POLL,
             resync: Duration::from_secs(3600),
             health: Arc::new(Health::default()),
         };

@@ -250,6 +250,7 @@ impl Node {
                 rounds: claim_rounds,
             }),
             poll_interval: Duration::from_millis(20),
+            near_poll_interval: kube_dmem_device_plugin::cluster::drive::NEAR_POLL,
             resync: Duration::from_secs(3600),
             health: Arc::new(Health::default()),
         };

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Owns: the real-kernel benchmark (not part of test.sh or CI): the agent's steady-state round on a
 # full node (110 pod cgroups x 2 regions), timed on each kernel in the VM and on the in-process
-# simulator in the same guest (same emulated CPU), and the simulator on the host; plus what the
-# harness costs (kernel build cold/warm, VM boot to command). Prints a table.
+# simulator in the same guest (same emulated CPU), and the simulator on the host; a new pod
+# cgroup -> inotify -> its limits verified, with a round of that pod alone and of every pod; plus
+# what the harness costs (kernel build cold/warm, VM boot to command). Prints a table.
 #   usage: tests/vm/bench.sh [ROUNDS]          (default 200; KUBE_DMEM_KERNELS as in test.sh)
 # Built with --release (the agent ships in release; KUBE_DMEM_BENCH_PROFILE=debug for a debug build).
 # The VM is qemu TCG (software emulation): its absolute times are those of an emulated CPU; the
@@ -35,7 +36,7 @@ else
   echo "bench.sh: no constant TSC on the host; guest times have 4 ms resolution" >&2
 fi
 
-rows=() notes=()
+rows=() notes=() newpods=()
 row() { rows+=("$(printf '| %s | %s | %s | %s |' "$@")"); }
 # Column N (4 median, 5 p99, in us) of the BENCH line whose name matches K, in ms.
 field() { awk -F'\t' -v n="$2" -v k="$3" '$1 == "BENCH" && $2 ~ k { printf "%.2f", $n / 1000 }' <<<"$1"; }
@@ -63,6 +64,11 @@ for s in "${series_list[@]}"; do
   ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
   row "kernel $s, VM (TCG)" "$km ms" "$kp ms" "$(ratio "$km" "$sm") x (p99 $(ratio "$kp" "$sp") x)"
   row "simulator, same VM ($s run)" "$sm ms" "$sp ms" "1"
+  # NEWPOD lines: column 3 says which round, 4 median, 5 p99 (us).
+  newpod() { awk -F'\t' -v n="$2" -v k="$3" '$1 == "NEWPOD" && $3 == k { printf "%.2f", $n / 1000 }' <<<"$1"; }
+  am=$(newpod "$out" 4 "pod alone") ap=$(newpod "$out" 5 "pod alone")
+  wm=$(newpod "$out" 4 "every pod") wp=$(newpod "$out" 5 "every pod")
+  newpods+=("$(printf '| kernel %s, VM (TCG) | %s ms | %s ms | %s ms | %s ms | %s x |' "$s" "$am" "$ap" "$wm" "$wp" "$(ratio "$wp" "$ap")")")
 done
 
 echo
@@ -71,5 +77,11 @@ echo
 echo "| Backend | Median | p99 | Kernel / simulator in the same VM |"
 echo "|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
+echo
+echo "New pod cgroup (mkdir) -> inotify event -> its limits written and read back, on that full node:"
+echo
+echo "| Kernel | Round of the pod alone: median | p99 | Round of every pod: median | p99 | p99 ratio |"
+echo "|---|---|---|---|---|---|"
+printf '%s\n' "${newpods[@]}"
 echo
 printf '%s\n' "${notes[@]}"

@@ -21,13 +21,13 @@ use crate::decide::backoff::Backoff;
 use crate::decide::conditions::{self, ConditionKey};
 use crate::decide::foreign::Written;
 use crate::decide::inputs::{
-    InvalidQuota, LastValid, by_uid, cgroup_may_be_absent, keep_last_valid, round_inputs,
-    unsettled_is_news,
+    InvalidQuota, LastValid, RoundInputs, by_uid, cgroup_may_be_absent, keep_last_valid,
+    round_inputs, unsettled_is_news,
 };
 use crate::kubelet::decide::grants::Grants;
 use crate::kubelet::decide::inventory::Inventory;
 use crate::metrics::{Metrics, Published};
-use crate::round::{LimitsOutcome, RoundConfig, RoundReport};
+use crate::round::{LimitsOutcome, RoundConfig, RoundReport, Scope};
 
 /// First wait after a failed condition write; doubles up to [`CONDITIONS_BACKOFF_MAX`]. Rounds go
 /// on meanwhile: enforcement never waits for the API server.
@@ -178,43 +178,111 @@ impl Agent {
         sink: &dyn ApiSink,
         now: Timestamp,
     ) -> Result<RoundReport, RoundError> {
+        self.round_of(objects, grants, sink, now, None).await
+    }
+
+    /// [`Agent::round`] for the pods in `uids` alone ([`Scope::Pods`]): their limits and their
+    /// conditions; the node's gauges and the ancestors' protection wait for the next node round.
+    /// For polling the few pods near a threshold often without reading every pod as often.
+    pub async fn round_of_pods(
+        &mut self,
+        objects: &Objects,
+        grants: Option<&Grants>,
+        sink: &dyn ApiSink,
+        now: Timestamp,
+        uids: &BTreeSet<String>,
+    ) -> Result<RoundReport, RoundError> {
+        self.round_of(objects, grants, sink, now, Some(uids)).await
+    }
+
+    async fn round_of(
+        &mut self,
+        objects: &Objects,
+        grants: Option<&Grants>,
+        sink: &dyn ApiSink,
+        now: Timestamp,
+        only: Option<&BTreeSet<String>>,
+    ) -> Result<RoundReport, RoundError> {
         let inputs = round_inputs(objects, grants);
         self.note_invalid(&inputs.invalid);
-        let (quotas, mut invalid) = keep_last_valid(&inputs, &mut self.last_valid);
+        let metrics = self.metrics.clone();
+        let timer = only.is_none().then(|| metrics.time_round());
+        let result = self.kernel_round(&inputs, only).await;
+        drop(timer);
+        let report = result?;
+        if only.is_none() {
+            self.metrics.observe_round(&report, &mut self.gauges);
+        }
+        self.publish_inventory(&report);
+        // Report (pure decisions, then the client).
+        let writes = self.plan_writes(&report, &inputs.pods, now, only.is_some());
+        self.perform(writes, sink).await;
+        Ok(report)
+    }
+
+    /// The kernel part of a round for the pods in `uids` alone ([`Scope::Pods`]), for a pod that
+    /// must not wait for the whole node: its limits are written and read back, the regions
+    /// published; conditions, gauges and the ancestors' protection wait for the next
+    /// [`Agent::round`], which must follow.
+    pub async fn settle_pods(
+        &mut self,
+        objects: &Objects,
+        grants: Option<&Grants>,
+        uids: &BTreeSet<String>,
+    ) -> Result<RoundReport, RoundError> {
+        let inputs = round_inputs(objects, grants);
+        let report = self.kernel_round(&inputs, Some(uids)).await?;
+        // The regions are the node's whatever the scope: a restarted agent learns its devices
+        // (and so the grants it can join) from its first round of either kind.
+        self.publish_inventory(&report);
+        Ok(report)
+    }
+
+    /// Applies `inputs` to the kernel, for every pod or only those in `only`.
+    async fn kernel_round(
+        &mut self,
+        inputs: &RoundInputs,
+        only: Option<&BTreeSet<String>>,
+    ) -> Result<RoundReport, RoundError> {
+        let (quotas, mut invalid) = keep_last_valid(inputs, &mut self.last_valid);
         invalid.grant_unknown = inputs.grant_unknown.clone();
         // Act on the kernel (blocking I/O, off the async threads).
-        let timer = self.metrics.time_round();
         let backend = Arc::clone(&self.backend);
         let written = Arc::clone(&self.kernel_written);
         let cfg = self.round_cfg.clone();
-        let (pods, facts) = (inputs.pods.clone(), inputs.facts);
+        let pods = inputs.pods.clone();
+        let (facts, scope) = match only {
+            None => (inputs.facts.clone(), Scope::Node),
+            Some(uids) => (
+                (inputs.facts.iter())
+                    .filter(|f| uids.contains(&f.uid))
+                    .cloned()
+                    .collect(),
+                Scope::Pods,
+            ),
+        };
         let result = tokio::task::spawn_blocking(move || {
             let mut backend = backend.lock().map_err(|_| RoundError::Task)?;
             let mut written = written.lock().map_err(|_| RoundError::Task)?;
             backend
-                .round(&cfg, &pods, &facts, &quotas, &invalid, &mut written)
+                .round(&cfg, &pods, &facts, &quotas, &invalid, &mut written, scope)
                 .map_err(RoundError::Backend)
         })
         .await
         .map_err(|_| RoundError::Task)
         .and_then(|r| r);
-        drop(timer);
-        let report = match result {
-            Ok(report) => report,
+        match result {
+            Ok(report) => {
+                Metrics::inc(&self.metrics.rounds, "result", "ok");
+                self.metrics.kernel_writes.inc_by(report.writes as u64);
+                Ok(report)
+            }
             Err(err) => {
                 Metrics::inc(&self.metrics.rounds, "result", "error");
                 Metrics::inc(&self.metrics.kernel_errors, "reason", err.reason());
-                return Err(err);
+                Err(err)
             }
-        };
-        Metrics::inc(&self.metrics.rounds, "result", "ok");
-        self.metrics.kernel_writes.inc_by(report.writes as u64);
-        self.metrics.observe_round(&report, &mut self.gauges);
-        self.publish_inventory(&report);
-        // Report (pure decisions, then the client).
-        let writes = self.plan_writes(&report, &inputs.pods, now);
-        self.perform(writes, sink).await;
-        Ok(report)
+        }
     }
 
     fn note_invalid(&mut self, invalid: &[InvalidQuota]) {
@@ -268,11 +336,13 @@ impl Agent {
     }
 
     /// The writes this round calls for, in order: node annotation and event, then per pod.
+    /// `partial`: the report covers some of the node's pods; the others are not gone.
     fn plan_writes(
         &mut self,
         report: &RoundReport,
         pods: &[Arc<k8s_openapi::api::core::v1::Pod>],
         now: Timestamp,
+        partial: bool,
     ) -> Vec<ApiWrite> {
         let mut writes = Vec::new();
         if let Some(why) = self
@@ -304,8 +374,10 @@ impl Agent {
             .iter()
             .map(|p| pod_key(&p.facts.namespace, &p.facts.name))
             .collect();
-        self.written.retain(|key, _| present.contains(key));
-        self.unsettled_since.retain(|key, _| present.contains(key));
+        if !partial {
+            self.written.retain(|key, _| present.contains(key));
+            self.unsettled_since.retain(|key, _| present.contains(key));
+        }
         for pod in &report.pods {
             let key = pod_key(&pod.facts.namespace, &pod.facts.name);
             let current = objects

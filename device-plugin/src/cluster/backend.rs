@@ -12,9 +12,11 @@ use kube_dmem_crds::select::{PodFacts, QuotaFacts};
 use kube_dmem_sim::{Profile, SimConfig};
 
 use crate::cgroup::probe::{KernelProfile, decide, probe};
-use crate::cgroup::{CgroupError, CgroupFs, CgroupPath, SimCgroups, SysfsCgroups};
+use crate::cgroup::{CgroupError, CgroupPath, SimCgroups, SysfsCgroups};
 use crate::decide::foreign::Written;
-use crate::round::{BadInputs, LimitsOutcome, PodReport, RoundConfig, RoundReport, run_round_with};
+use crate::round::{
+    BadInputs, LimitsOutcome, PodReport, RoundConfig, RoundReport, Scope, run_scoped_round,
+};
 use crate::standalone::sim_node::{SimNode, SimNodeError};
 
 /// Why a round could not run.
@@ -127,9 +129,11 @@ impl Backend {
         }
     }
 
-    /// One round: with the simulator, the kubelet first creates the cgroups of new pods (and
-    /// removes those of pods that are gone), then the agent applies limits, then the workloads
-    /// allocate and a second round reads what they did.
+    /// One round over `scope`: with the simulator, the kubelet first creates the cgroups of new
+    /// pods (and removes those of pods that are gone), then the agent applies limits, then (in a
+    /// node round) the workloads allocate and a second round reads what they did. `pods` are all
+    /// the node's pods; `facts` those the round covers.
+    #[allow(clippy::too_many_arguments)]
     pub fn round(
         &mut self,
         cfg: &RoundConfig,
@@ -138,18 +142,21 @@ impl Backend {
         quotas: &[QuotaFacts],
         invalid: &BadInputs,
         written: &mut Written,
+        scope: Scope,
     ) -> Result<RoundReport, BackendError> {
         match self {
-            Backend::Sysfs(fs) => run_round_with(fs, cfg, facts, quotas, invalid, written)
+            Backend::Sysfs(fs) => run_scoped_round(fs, cfg, facts, quotas, invalid, written, scope)
                 .map_err(BackendError::Round),
             Backend::Sim { node, fs } => {
                 let pods: Vec<Pod> = pods.iter().map(|p| p.as_ref().clone()).collect();
                 node.sync_pods(&pods).map_err(BackendError::SimNode)?;
-                let before =
-                    run_round_with(fs as &dyn CgroupFs, cfg, facts, quotas, invalid, written)
-                        .map_err(BackendError::Round)?;
+                let before = run_scoped_round(fs, cfg, facts, quotas, invalid, written, scope)
+                    .map_err(BackendError::Round)?;
+                if scope == Scope::Pods {
+                    return Ok(before);
+                }
                 node.run_workloads(&pods).map_err(BackendError::SimNode)?;
-                let mut after = run_round_with(fs, cfg, facts, quotas, invalid, written)
+                let mut after = run_scoped_round(fs, cfg, facts, quotas, invalid, written, scope)
                     .map_err(BackendError::Round)?;
                 after.writes += before.writes;
                 Ok(after)

@@ -3,6 +3,7 @@
 //! benchmark (`benches/agent.rs`) hands it an in-memory object source and a recording sink, so it
 //! measures this very loop, with its real timers, without an API server.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -24,9 +25,9 @@ use crate::kubelet::RESOURCE_NAME;
 use crate::kubelet::decide::grants::{Grants, Listing, join};
 use crate::kubelet::decide::inventory::Inventory;
 use crate::kubelet::podresources::PodResourcesClient;
-use crate::round::LimitsOutcome;
+use crate::round::{LimitsOutcome, RoundReport};
 
-/// Poll interval while some pod's usage is near its `high` or `max`
+/// The default poll interval while some pod's usage is near its `high` or `max`
 /// ([`near_threshold`](crate::decide::pressure::near_threshold)): crossing it is then reported
 /// within about this long instead of a whole poll interval. Only while such a pod exists, so the
 /// steady state costs what a plain poll costs.
@@ -87,6 +88,9 @@ pub struct Loop<'a> {
     pub dra: Option<DraSide>,
     /// Pressure polling interval.
     pub poll_interval: Duration,
+    /// Pressure polling interval while a pod is near a threshold ([`NEAR_POLL`] by default); at
+    /// or above `poll_interval` adaptive polling is off.
+    pub near_poll_interval: Duration,
     /// Full re-evaluation interval.
     pub resync: Duration,
     /// Set ready after the first good round.
@@ -94,7 +98,8 @@ pub struct Loop<'a> {
 }
 
 /// Runs rounds until `stop`: on a request, a new cgroup, a (debounced) change, every poll interval
-/// and every resync (which also forgets what was written).
+/// and every resync (which also forgets what was written). A request or a new cgroup first gets a
+/// round of its pods alone ([`Agent::settle_pods`]), answered at once; the node round follows.
 pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
     let Loop {
         mut agent,
@@ -106,10 +111,11 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
         kubelet,
         mut dra,
         poll_interval,
+        near_poll_interval,
         resync,
         health,
     } = parts;
-    let fast_poll = NEAR_POLL.min(poll_interval);
+    let fast_poll = near_poll_interval.min(poll_interval);
     let mut next_poll = tokio::time::Instant::now() + poll_interval;
     let mut resync = tokio::time::interval(resync);
     resync.tick().await;
@@ -119,21 +125,35 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
         .as_ref()
         .map(|_| Grants::not_listed("no List call yet"));
     let mut grant_unknown_since: Option<tokio::time::Instant> = None;
+    // Pods whose cgroup the last rounds found, so a new pod cgroup wakes a round for the others
+    // alone; and when the node round owed after such a round is due.
+    let mut settled: BTreeSet<String> = BTreeSet::new();
+    let mut node_round_due: Option<tokio::time::Instant> = None;
+    // Adaptive polling: the pods near a threshold, polled alone every `fast_poll` between node
+    // rounds, so a few pods near `high` cost a few pods' reads, not the node's.
+    let mut near_pods: BTreeSet<String> = BTreeSet::new();
+    let mut next_near_poll: Option<tokio::time::Instant> = None;
     loop {
         let mut pending: Option<RoundRequest> = None;
         let mut claim_round: Option<ClaimRound> = None;
+        let mut cgroup_appeared = false;
+        let mut near_poll = false;
         let dra_request = async {
             match dra.as_mut() {
                 Some(d) => d.rounds.recv().await,
                 None => std::future::pending().await,
             }
         };
+        let node_round_owed = sleep_until_some(node_round_due);
+        let near_poll_due = sleep_until_some(next_near_poll);
         tokio::select! {
             biased;
             () = stop.cancelled() => break,
+            // Before requests: a stream of them must not starve the node round.
+            () = node_round_owed => {}
             Some(req) = rounds.recv() => pending = Some(req),
             Some(req) = dra_request => claim_round = Some(req),
-            () = new_cgroup.appeared() => {}
+            () = new_cgroup.appeared() => cgroup_appeared = true,
             // A new cgroup cuts the debounce short: its limits must precede the workload.
             // A pod change may be a new pod whose cgroup the kubelet is about to make: scan fast
             // until the next round has found every pod's cgroup.
@@ -141,38 +161,101 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
                 new_cgroup.expect(true);
                 tokio::select! {
                     biased;
-                    () = new_cgroup.appeared() => {}
+                    () = new_cgroup.appeared() => cgroup_appeared = true,
                     () = tokio::time::sleep(DEBOUNCE) => {}
                 }
             }
             () = tokio::time::sleep_until(next_poll) => {}
+            () = near_poll_due => near_poll = true,
             _ = resync.tick() => agent.forget_writes(),
         }
         let mut snapshot = objects.snapshot();
         if let Some(hint) = pending.as_ref().and_then(|r| r.hint.as_ref()) {
             inputs::add_hint(&mut snapshot, hint);
         }
-        if let Some(k) = &kubelet {
+        // A pod whose container waits (a runtime or kubelet hook) or whose cgroup just appeared
+        // is settled alone, so its wait does not grow with the node's pods; the node round
+        // (conditions, pressure, ancestors) follows shortly, once for a burst of such pods.
+        let focus = match (&pending, &claim_round) {
+            (Some(req), None) => uid_of(&snapshot, &req.pod).into_iter().collect(),
+            (None, None) if cgroup_appeared => unsettled(&snapshot, &settled),
+            _ => BTreeSet::new(),
+        };
+        // PodResources is asked when the round needs fresh grants: not for a near poll (running
+        // pods, whose grants do not change), nor for pods none of which asks for units (a
+        // kubelet slow to answer must not hold their containers' start).
+        let needs_grants = !near_poll
+            && (focus.is_empty()
+                || (snapshot.pods.iter()).any(|p| {
+                    p.metadata.uid.as_ref().is_some_and(|u| focus.contains(u))
+                        && inputs::asks_for_units(p)
+                }));
+        if let Some(k) = kubelet.as_ref().filter(|_| needs_grants) {
             grants = refresh_grants(&k.pod_resources, &snapshot, &k.inventory, grants.take()).await;
         }
         // Claims are grants like the device plugin's units: a pod's sum per region is its ceiling.
         let merged = dra
             .as_ref()
             .map(|d| with_claims(grants.as_ref(), &d.claims));
+        let grants_now = merged.as_ref().or(grants.as_ref());
+        if !focus.is_empty() {
+            match agent.settle_pods(&snapshot, grants_now, &focus).await {
+                Ok(report) => {
+                    let waiting =
+                        (report.pods.iter()).any(|p| p.outcome == LimitsOutcome::CgroupNotFound);
+                    settled.extend(
+                        (report.pods.iter())
+                            .filter(|p| p.outcome != LimitsOutcome::CgroupNotFound)
+                            .map(|p| p.facts.uid.clone()),
+                    );
+                    if waiting {
+                        new_cgroup.expect(true);
+                    }
+                    if let Some(req) = pending {
+                        let _ = req.reply.send(outcome_of(report, &req.pod));
+                    }
+                    node_round_due.get_or_insert(tokio::time::Instant::now() + DEBOUNCE);
+                    continue;
+                }
+                // The node round below tries again and answers.
+                Err(err) => warn!(
+                    reason = err.reason(),
+                    error = &err as &dyn std::error::Error,
+                    "Settling new pods failed"
+                ),
+            }
+        }
+        if near_poll {
+            next_near_poll = None;
+            match agent
+                .round_of_pods(&snapshot, grants_now, sink, Timestamp::now(), &near_pods)
+                .await
+            {
+                Ok(report) => {
+                    near_pods = near_threshold(&report);
+                    if !near_pods.is_empty() {
+                        next_near_poll = Some(tokio::time::Instant::now() + fast_poll);
+                    }
+                }
+                Err(err) => warn!(
+                    reason = err.reason(),
+                    error = &err as &dyn std::error::Error,
+                    "Polling the pods near a threshold failed"
+                ),
+            }
+            continue;
+        }
+        node_round_due = None;
         let result = agent
-            .round(
-                &snapshot,
-                merged.as_ref().or(grants.as_ref()),
-                sink,
-                Timestamp::now(),
-            )
+            .round(&snapshot, grants_now, sink, Timestamp::now())
             .await;
         match &result {
             Ok(report) => {
                 health.set_ready();
-                // Adaptive polling: fast while a pod approaches a threshold, or for a while after
-                // a pod's grant turned unknown (a restarted agent learns its devices in its first
-                // round; a kubelet that lasts longer is not worth 10 rounds a second).
+                // Adaptive polling: the pods approaching a threshold alone; the whole node fast
+                // only for a while after a pod's grant turned unknown (a restarted agent learns
+                // its devices in its first round; a kubelet that lasts longer is not worth 10
+                // node rounds a second).
                 let now = tokio::time::Instant::now();
                 let unknown = (report.pods.iter())
                     .any(|p| matches!(p.outcome, LimitsOutcome::GrantUnknown { .. }));
@@ -181,19 +264,24 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
                 }
                 let newly_unknown = unknown
                     && now - *grant_unknown_since.get_or_insert(now) < inputs::UNSETTLED_GRACE;
-                let near = report.pods.iter().flat_map(|p| &p.regions).any(|r| {
-                    crate::decide::pressure::near_threshold(
-                        &r.reading,
-                        crate::decide::pressure::NEAR_PERCENT,
-                    )
-                }) || newly_unknown;
-                next_poll =
-                    tokio::time::Instant::now() + if near { fast_poll } else { poll_interval };
+                near_pods = near_threshold(report);
+                next_near_poll =
+                    (!near_pods.is_empty() && fast_poll < poll_interval).then(|| now + fast_poll);
+                next_poll = now
+                    + if newly_unknown {
+                        fast_poll
+                    } else {
+                        poll_interval
+                    };
                 let waiting = report
                     .pods
                     .iter()
                     .any(|p| p.outcome == LimitsOutcome::CgroupNotFound);
                 new_cgroup.expect(waiting);
+                settled = (report.pods.iter())
+                    .filter(|p| p.outcome != LimitsOutcome::CgroupNotFound)
+                    .map(|p| p.facts.uid.clone())
+                    .collect();
             }
             Err(err) => {
                 next_poll = tokio::time::Instant::now() + poll_interval;
@@ -215,19 +303,57 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
             let _ = req.reply.send(outcomes);
         }
         if let Some(req) = pending {
-            let outcome = result.ok().and_then(|report| {
-                report
-                    .pods
-                    .into_iter()
-                    .find(|p| {
-                        (p.facts.namespace.as_str(), p.facts.name.as_str())
-                            == (req.pod.0.as_str(), req.pod.1.as_str())
-                    })
-                    .map(|p| p.outcome)
-            });
+            let outcome = result.ok().and_then(|report| outcome_of(report, &req.pod));
             let _ = req.reply.send(outcome);
         }
     }
+}
+
+/// Sleeps until `at`; never wakes without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The UIDs of the pods in `report` whose usage approaches a threshold.
+fn near_threshold(report: &RoundReport) -> BTreeSet<String> {
+    (report.pods.iter())
+        .filter(|p| {
+            (p.regions.iter()).any(|r| {
+                crate::decide::pressure::near_threshold(
+                    &r.reading,
+                    crate::decide::pressure::NEAR_PERCENT,
+                )
+            })
+        })
+        .map(|p| p.facts.uid.clone())
+        .collect()
+}
+
+/// The outcome of pod `(namespace, name)` in `report`.
+fn outcome_of(report: RoundReport, pod: &(String, String)) -> Option<LimitsOutcome> {
+    (report.pods.into_iter())
+        .find(|p| (&p.facts.namespace, &p.facts.name) == (&pod.0, &pod.1))
+        .map(|p| p.outcome)
+}
+
+/// The UID of pod `(namespace, name)` among `objects`.
+fn uid_of(objects: &Objects, pod: &(String, String)) -> Option<String> {
+    objects.pods.iter().find_map(|p| {
+        let meta = &p.metadata;
+        let named = (meta.namespace.as_ref(), meta.name.as_ref()) == (Some(&pod.0), Some(&pod.1));
+        meta.uid.clone().filter(|_| named)
+    })
+}
+
+/// The UIDs of the pods among `objects` whose cgroup no round has found yet.
+fn unsettled(objects: &Objects, settled: &BTreeSet<String>) -> BTreeSet<String> {
+    (objects.pods.iter())
+        .filter_map(|p| p.metadata.uid.clone())
+        .filter(|uid| !settled.contains(uid))
+        .collect()
 }
 
 /// The kubelet's grants (if any) with the prepared claims' grants added.

@@ -83,6 +83,8 @@ pub struct RunConfig {
     pub admin_addr: std::net::SocketAddr,
     /// Pressure polling interval.
     pub poll_interval: Duration,
+    /// Pressure polling interval while a pod is near a threshold (adaptive polling).
+    pub near_poll_interval: Duration,
     /// Full re-evaluation interval (also forgets what was written).
     pub resync: Duration,
     /// Bytes per `kube-dmem.io/vram` unit.
@@ -225,6 +227,7 @@ pub async fn run(cfg: RunConfig, stop: CancellationToken) -> Result<(), RunError
             inventory: inventory_rx,
         }),
         poll_interval: cfg.poll_interval,
+        near_poll_interval: cfg.near_poll_interval,
         resync: cfg.resync,
         health,
     };

@@ -660,3 +660,56 @@ async fn an_unknown_grant_keeps_the_limit_and_is_reported_only_once_it_lasts() {
         Some(("True", "Applied"))
     );
 }
+
+#[tokio::test]
+async fn a_settled_pod_has_its_limits_at_once_and_its_conditions_from_the_node_round() {
+    let mut agent = agent();
+    let sink = Recorder::default();
+    const OTHER: &str = "7a2d3b4a-2e6f-4a7b-9c8d-0e1f2a3b4c5d";
+    let objects = Objects {
+        pods: vec![
+            Arc::new(pod("train-0", UID, "1Gi", "Running")),
+            Arc::new(pod("train-1", OTHER, "1Gi", "Running")),
+        ],
+        quotas: vec![quota()],
+        ..Objects::default()
+    };
+    let alone = std::collections::BTreeSet::from([UID.to_owned()]);
+    let report = agent
+        .settle_pods(&objects, None, &alone)
+        .await
+        .expect("pods round");
+    assert_eq!(
+        report.pods.len(),
+        1,
+        "the other pod waits for the node round"
+    );
+    assert_eq!(report.pods[0].facts.uid, UID);
+    assert_eq!(report.pods[0].outcome, crate::round::LimitsOutcome::Applied);
+    assert_eq!(max_of(&report, R0), Some(8 << 30));
+    assert!(
+        sink.take().is_empty(),
+        "a pods round writes nothing to the API"
+    );
+
+    let report = agent
+        .round(&objects, None, &sink, t(0))
+        .await
+        .expect("node round");
+    assert_eq!(report.pods.len(), 2);
+    let writes = sink.take();
+    let applied: Vec<&str> = (writes.iter())
+        .filter_map(|w| match w {
+            ApiWrite::PodConditions {
+                name, conditions, ..
+            } if conditions
+                .iter()
+                .any(|c| c.type_ == POD_CONDITION_VRAM_LIMITS_APPLIED && c.status == "True") =>
+            {
+                Some(name.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(applied, ["train-0", "train-1"]);
+}

@@ -52,6 +52,18 @@ pub struct BadInputs {
     pub grant_unknown: BTreeMap<String, String>,
 }
 
+/// Which pods a round covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every pod of the node: their limits, then what depends on all of them (the ancestors'
+    /// protection, forgetting what was written to pods that are gone).
+    Node,
+    /// Only the pods passed in, for pods that must not wait for the whole node (a new pod cgroup,
+    /// a runtime or kubelet hook holding a container's start): their limits and nothing that
+    /// depends on the others. Its cost does not grow with the node's pods; a node round follows.
+    Pods,
+}
+
 /// Runs one round for `pods` under `quotas`: applies what differs, then reads usage for pressure.
 pub fn run_round(
     fs: &dyn CgroupFs,
@@ -72,6 +84,19 @@ pub fn run_round_with(
     quotas: &[QuotaFacts],
     invalid: &BadInputs,
     written: &mut Written,
+) -> Result<RoundReport, CgroupError> {
+    run_scoped_round(fs, cfg, pods, quotas, invalid, written, Scope::Node)
+}
+
+/// [`run_round_with`] over `scope`: with [`Scope::Pods`], `pods` are only the pods to settle now.
+pub fn run_scoped_round(
+    fs: &dyn CgroupFs,
+    cfg: &RoundConfig,
+    pods: &[PodFacts],
+    quotas: &[QuotaFacts],
+    invalid: &BadInputs,
+    written: &mut Written,
+    scope: Scope,
 ) -> Result<RoundReport, CgroupError> {
     // The kernel shows dmem files only where dmem is enabled top-down: enable it where the
     // round needs them (an act before observing; no write once it is enabled).
@@ -167,6 +192,10 @@ pub fn run_round_with(
         report.pods.push(pod_report);
     }
     foreign::forget_others(written, node.pod_cgroups.values());
+    if scope == Scope::Pods {
+        // The ancestors' protection sums every pod below them: it waits for the node round.
+        return Ok(report);
+    }
     // Ancestors' protection last, from the pods' lows as just written and the usage just read.
     if failures.iter().any(Option::is_some) {
         // An unreadable pod would count as using and protecting nothing, lowering its ancestors'

@@ -294,3 +294,94 @@ fn a_pod_the_agent_never_limited_keeps_another_writers_limit() {
     assert_eq!(report.writes, 0);
     assert_eq!(max_in_force(&fs), DmemValue::Bytes(G));
 }
+
+#[test]
+fn a_pods_round_settles_its_pods_alone_and_leaves_the_node_to_the_node_round() {
+    const OTHER: &str = "/kubepods/besteffort/pod1c6b5f3a-4d2e-4f6a-9bac-1d2e3f4a5b6c";
+    let fs = node();
+    {
+        let mut k = fs.kernel().lock().expect("kernel");
+        k.mkdir(OTHER).expect("mkdir");
+        k.set_has_tasks(OTHER, true).expect("tasks");
+        for group in [POD, OTHER] {
+            k.alloc_bo(group, R0, G / 2).expect("usage below low");
+        }
+    }
+    let other = PodFacts {
+        name: "train-1".into(),
+        uid: "1c6b5f3a-4d2e-4f6a-9bac-1d2e3f4a5b6c".into(),
+        ..pod()
+    };
+    let q: DmemQuota = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-dmem.io/v1alpha1", "kind": "DmemQuota",
+        "metadata": {"name": "q", "namespace": "ml", "uid": "quid"},
+        "spec": {"selector": {"matchLabels": {"app": "train"}},
+                 "limits": [{"region": R0, "max": "4Gi", "low": "1Gi"}]}
+    }))
+    .expect("quota");
+    let quotas = quota_facts([q].iter()).0;
+    let low_of = |group: &str| {
+        read_values(&fs, &path(group), CgroupFile::DmemLow)
+            .expect("dmem.low")
+            .get(R0)
+            .expect("region line")
+    };
+    let max_of = |group: &str| {
+        read_values(&fs, &path(group), CgroupFile::DmemMax)
+            .expect("dmem.max")
+            .get(R0)
+            .expect("region line")
+    };
+    let mut written = Written::new();
+    let pods_round = run_scoped_round(
+        &fs,
+        &cfg(),
+        std::slice::from_ref(&other),
+        &quotas,
+        &BadInputs::default(),
+        &mut written,
+        Scope::Pods,
+    )
+    .expect("pods round");
+    assert_eq!(
+        pods_round.pods.len(),
+        1,
+        "only the pod asked for is reported"
+    );
+    let remembered = written.len();
+    assert!(remembered > 0, "the pods round remembers what it wrote");
+    assert_eq!(pods_round.pods[0].outcome, LimitsOutcome::Applied);
+    assert_eq!(max_of(OTHER), DmemValue::Bytes(4 * G));
+    assert_eq!(low_of(OTHER), DmemValue::Bytes(G));
+    assert_eq!(
+        max_of(POD),
+        DmemValue::Max,
+        "a pod outside the round is untouched"
+    );
+    assert_eq!(
+        low_of("/kubepods/besteffort"),
+        DmemValue::Bytes(0),
+        "the ancestors' protection sums every pod: it waits for the node round"
+    );
+
+    let node_round = run_scoped_round(
+        &fs,
+        &cfg(),
+        &[pod(), other],
+        &quotas,
+        &BadInputs::default(),
+        &mut written,
+        Scope::Node,
+    )
+    .expect("node round");
+    assert_eq!(node_round.pods.len(), 2);
+    assert_eq!(max_of(POD), DmemValue::Bytes(4 * G));
+    assert_eq!(
+        low_of("/kubepods/besteffort"),
+        DmemValue::Bytes(G),
+        "each pod passes up min(usage, low)"
+    );
+    // What the pods round wrote stays remembered as the agent's own, next to the other pod's.
+    assert_eq!(node_round.pods[1].outcome, LimitsOutcome::Applied);
+    assert_eq!(written.len(), 2 * remembered);
+}

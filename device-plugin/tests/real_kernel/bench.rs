@@ -4,18 +4,28 @@
 //! and two regions, every pod holding VRAM in R0 and every third in R1, two quotas. After the
 //! rounds that enable dmem and write the limits, `ROUNDS` rounds are timed one by one; each must
 //! write nothing. Prints one `BENCH` line per backend for the script to tabulate.
+//!
+//! On the kernel only (the in-process simulator has no inotify), new pods then arrive one at a
+//! time on that full node: `mkdir` of the pod cgroup -> the inotify event -> the round that gives
+//! it its limits, written and read back. Timed with a round of the new pod alone (`Scope::Pods`,
+//! what the agent runs on a new cgroup) and with a round of every pod (`Scope::Node`, what it ran
+//! before), alternating; one `NEWPOD` line each.
 
 use std::time::{Duration, Instant};
 
 use kube_dmem_crds::select::{PodFacts, QuotaFacts};
 use kube_dmem_device_plugin::decide::foreign::Written;
-use kube_dmem_device_plugin::round::{BadInputs, run_round_with};
+use kube_dmem_device_plugin::round::{
+    BadInputs, LimitsOutcome, Scope, run_round_with, run_scoped_round,
+};
 use kube_dmem_sim::Profile;
 
 use super::agent::{cfg, pod_facts, quota_team};
 use super::{R0, R1, RealSide, S, Side, SimSide};
 
 const PODS: usize = 110;
+/// New pods timed with each scope.
+const NEW_POD_SAMPLES: usize = 50;
 
 fn uid(i: usize) -> String {
     format!("{i:08x}-0000-4000-8000-{i:012x}")
@@ -151,6 +161,83 @@ fn measure(s: &mut dyn Side, name: &str, rounds: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// New pods on the full node `pods` (see the module doc): `samples` with each scope.
+fn new_pods(
+    s: &mut dyn Side,
+    name: &str,
+    mut pods: Vec<PodFacts>,
+    quotas: &[QuotaFacts],
+    samples: usize,
+) -> Result<(), String> {
+    const PARENT: &str = "/kubepods/besteffort";
+    let mut inotify = inotify::Inotify::init().map_err(|e| format!("inotify: {e}"))?;
+    inotify
+        .watches()
+        .add(super::host_dir(PARENT), inotify::WatchMask::CREATE)
+        .map_err(|e| format!("inotify watch on {PARENT}: {e}"))?;
+    let mut written = Written::new();
+    run_round_with(
+        s.fs(),
+        &cfg(),
+        &pods,
+        quotas,
+        &BadInputs::default(),
+        &mut written,
+    )
+    .map_err(|e| format!("{name}: round failed: {e}"))?;
+    let mut buf = [0u8; 4096];
+    let (mut alone, mut whole) = (Vec::new(), Vec::new());
+    for k in 0..2 * samples {
+        let i = PODS + k;
+        let mut facts = pod_facts(&format!("p{i}"), &uid(i), "bench");
+        facts.labels.insert("team".to_owned(), "t0".to_owned());
+        let scope = if k % 2 == 0 { Scope::Pods } else { Scope::Node };
+        let path = format!("{PARENT}/pod{}", uid(i));
+        let t0 = Instant::now();
+        s.mkdir(&path)
+            .map_err(|e| format!("mkdir {path}: errno {e}"))?;
+        // Blocks until the kernel reports the new directory.
+        inotify
+            .read_events_blocking(&mut buf)
+            .map_err(|e| format!("inotify read: {e}"))?;
+        pods.push(facts);
+        let covered = match scope {
+            Scope::Pods => &pods[pods.len() - 1..],
+            Scope::Node => &pods[..],
+        };
+        let report = run_scoped_round(
+            s.fs(),
+            &cfg(),
+            covered,
+            quotas,
+            &BadInputs::default(),
+            &mut written,
+            scope,
+        )
+        .map_err(|e| format!("{name}: round failed: {e}"))?;
+        let elapsed = t0.elapsed();
+        let outcome = (report.pods.iter())
+            .find(|p| p.facts.uid == uid(i))
+            .map(|p| p.outcome.clone());
+        if outcome != Some(LimitsOutcome::Applied) {
+            return Err(format!("{name}: new pod p{i}: {outcome:?}"));
+        }
+        match scope {
+            Scope::Pods => alone.push(elapsed),
+            Scope::Node => whole.push(elapsed),
+        }
+    }
+    for (what, times) in [("pod alone", &mut alone), ("every pod", &mut whole)] {
+        let (median, p99, mean) = stats(times);
+        println!(
+            "bench [{name}]: new pod cgroup -> limits verified, round of {what}: \
+             median {median:.0} us, p99 {p99:.0} us, mean {mean:.0} us ({samples} samples)"
+        );
+        println!("NEWPOD\t{name}\t{what}\t{median:.1}\t{p99:.1}\t{mean:.1}");
+    }
+    Ok(())
+}
+
 /// `--bench ROUNDS`: the kernel (inside the VM only) and the simulator of the same profile.
 pub fn run(rounds: usize, series: Option<&str>) -> Result<(), String> {
     let profile = match series {
@@ -158,8 +245,13 @@ pub fn run(rounds: usize, series: Option<&str>) -> Result<(), String> {
         _ => Profile::Current,
     };
     if let Some(series) = series {
+        let name = format!("kernel {series}");
         let mut real = RealSide::new(S, true)?;
-        measure(&mut real, &format!("kernel {series}"), rounds)?;
+        measure(&mut real, &name, rounds)?;
+        drop(real);
+        let mut real = RealSide::new(S, true)?;
+        let (pods, quotas) = setup(&mut real)?;
+        new_pods(&mut real, &name, pods, &quotas, NEW_POD_SAMPLES)?;
     }
     let mut sim = SimSide::new(profile, S, true);
     let where_ = if series.is_some() {

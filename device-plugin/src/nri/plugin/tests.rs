@@ -474,6 +474,7 @@ mod with_the_agent_loop {
             kubelet: None,
             dra: None,
             poll_interval: std::time::Duration::from_secs(3600),
+            near_poll_interval: crate::cluster::drive::NEAR_POLL,
             resync: std::time::Duration::from_secs(3600),
             health: Arc::new(Health::default()),
         };
