@@ -984,12 +984,12 @@ fn nri_puts_the_limits_in_place_before_the_first_instruction_of_every_pod() {
             || Ok((nri_registrations(ctx)? > before).then_some(())),
         )?;
         let n = race_runs();
-        let refused = first_instruction_refusals(ctx, "nri", n)?;
-        // What the plugin added to each creation, from the agent's histogram (bucket bounds).
+        let refused = first_instruction_refusals(ctx, "nri", n);
+        // What the plugin added to each creation, from the agent's histogram (bucket bounds),
+        // printed also when the runs stopped early (a TCG node can stall), so a cut-short run
+        // still reports the plugin's latency.
         let metrics = agent_metrics(ctx)?;
-        // A sandbox runs only the pause process: one answered before its pod's limits were
-        // confirmed (the pod not in the agent's watch yet, under TCG and a burst of 20) is
-        // reported. A container must never start unconfirmed.
+        let mut unconfirmed_containers = 0;
         for event in ["RunPodSandbox", "CreateContainer"] {
             let (count, p50, p99) = held_quantiles(&metrics, event, "in_force");
             let (lost, lost_p50, _) = held_quantiles(&metrics, event, "not_confirmed");
@@ -997,11 +997,17 @@ fn nri_puts_the_limits_in_place_before_the_first_instruction_of_every_pod() {
                 "rn-nri: {event} held p50 <= {p50} s, p99 <= {p99} s over {count} creations \
                  with the limits in force; {lost} answered unconfirmed (p50 <= {lost_p50} s)"
             );
-            ensure!(
-                event != "CreateContainer" || lost == 0,
-                "{lost} containers created before their limits were confirmed"
-            );
+            if event == "CreateContainer" {
+                unconfirmed_containers = lost;
+            }
         }
+        let refused = refused?;
+        // A sandbox runs only the pause process: one answered before its pod's limits were
+        // confirmed is reported above. A container must never start unconfirmed.
+        ensure!(
+            unconfirmed_containers == 0,
+            "{unconfirmed_containers} containers created before their limits were confirmed"
+        );
         ensure!(
             refused == n,
             "with NRI, {refused} of {n} pods had their limit before they ran"
