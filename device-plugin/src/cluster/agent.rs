@@ -205,11 +205,7 @@ impl Agent {
     ) -> Result<RoundReport, RoundError> {
         let inputs = round_inputs(objects, grants);
         self.note_invalid(&inputs.invalid);
-        let metrics = self.metrics.clone();
-        let timer = only.is_none().then(|| metrics.time_round());
-        let result = self.kernel_round(&inputs, only).await;
-        drop(timer);
-        let report = result?;
+        let report = self.kernel_round(&inputs, only).await?;
         if only.is_none() {
             self.metrics.observe_round(&report, &mut self.gauges);
         }
@@ -244,6 +240,8 @@ impl Agent {
         inputs: &RoundInputs,
         only: Option<&BTreeSet<String>>,
     ) -> Result<RoundReport, RoundError> {
+        // The round-duration histogram is the node round's: a pods round is a few pods' worth.
+        let timer = only.is_none().then(|| self.metrics.time_round());
         let (quotas, mut invalid) = keep_last_valid(inputs, &mut self.last_valid);
         invalid.grant_unknown = inputs.grant_unknown.clone();
         // Act on the kernel (blocking I/O, off the async threads).
@@ -271,6 +269,7 @@ impl Agent {
         .await
         .map_err(|_| RoundError::Task)
         .and_then(|r| r);
+        drop(timer);
         match result {
             Ok(report) => {
                 Metrics::inc(&self.metrics.rounds, "result", "ok");
