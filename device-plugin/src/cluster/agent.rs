@@ -14,20 +14,20 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::backend::{Backend, BackendError};
+use super::backend::Backend;
+use super::kernel::Kernel;
+pub use super::kernel::RoundError;
 use crate::cluster::api::{ApiSink, ApiWrite, node_ref, pod_ref};
 use crate::cluster::objects::Objects;
 use crate::decide::backoff::Backoff;
 use crate::decide::conditions::{self, ConditionKey};
-use crate::decide::foreign::Written;
 use crate::decide::inputs::{
-    InvalidQuota, LastValid, RoundInputs, by_uid, cgroup_may_be_absent, keep_last_valid,
-    round_inputs, unsettled_is_news,
+    InvalidQuota, by_uid, cgroup_may_be_absent, round_inputs, unsettled_is_news,
 };
 use crate::kubelet::decide::grants::Grants;
 use crate::kubelet::decide::inventory::Inventory;
 use crate::metrics::{Metrics, Published};
-use crate::round::{LimitsOutcome, RoundConfig, RoundReport, Scope};
+use crate::round::{LimitsOutcome, RoundConfig, RoundReport};
 
 /// First wait after a failed condition write; doubles up to [`CONDITIONS_BACKOFF_MAX`]. Rounds go
 /// on meanwhile: enforcement never waits for the API server.
@@ -40,36 +40,12 @@ const SIDE_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 /// Longest wait between node annotation or event write attempts.
 const SIDE_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-/// Why a round failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RoundError {
-    /// The kernel side failed.
-    #[error("kernel round failed")]
-    Backend(#[from] BackendError),
-    /// The blocking task panicked or the kernel lock was poisoned.
-    #[error("the kernel round task failed")]
-    Task,
-}
-
-impl RoundError {
-    /// PascalCase reason.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::Backend(e) => e.reason(),
-            Self::Task => "RoundTaskFailed",
-        }
-    }
-}
-
 /// The agent's state between rounds.
 pub struct Agent {
     node: String,
-    backend: Arc<Mutex<Backend>>,
-    round_cfg: RoundConfig,
+    /// The kernel side, shared with the pods rounds that run while this agent's round does.
+    kernel: Arc<Kernel>,
     metrics: Metrics,
-    inventory: watch::Sender<Inventory>,
-    /// Regions `(name, bytes)` of the latest good round, for the DRA driver's ResourceSlice.
-    regions: Option<watch::Sender<crate::dra::Regions>>,
     /// Condition keys written per pod (`namespace/name`), so a write is not repeated before the
     /// watch brings it back.
     written: BTreeMap<String, ConditionKey>,
@@ -82,10 +58,6 @@ pub struct Agent {
     dmem_event_sent: bool,
     /// Quotas invalid last round, so each is logged once when it turns invalid.
     invalid_quotas: BTreeSet<QuotaRef>,
-    /// The last valid spec of every quota, kept in force while its current spec is invalid.
-    last_valid: LastValid,
-    /// What the rounds wanted and saw in force, to tell other writers' values from ours.
-    kernel_written: Arc<Mutex<Written>>,
     gauges: Published,
     /// Backoff of pod condition writes; while it runs, no write goes out (the server is likely down).
     conditions_backoff: Backoff,
@@ -107,36 +79,21 @@ impl Agent {
         metrics
             .dmem_available
             .set(i64::from(backend.unavailable().is_none()));
-        Self::new_shared(
-            node,
-            Arc::new(Mutex::new(backend)),
-            round_cfg,
-            metrics,
-            inventory,
-        )
+        let backend = Arc::new(Mutex::new(backend));
+        let kernel = Kernel::new(backend, round_cfg, metrics.clone(), inventory);
+        Self::over(node, kernel, metrics)
     }
 
-    fn new_shared(
-        node: String,
-        backend: Arc<Mutex<Backend>>,
-        round_cfg: RoundConfig,
-        metrics: Metrics,
-        inventory: watch::Sender<Inventory>,
-    ) -> Self {
+    fn over(node: String, kernel: Kernel, metrics: Metrics) -> Self {
         Self {
             node,
-            backend,
-            round_cfg,
+            kernel: Arc::new(kernel),
             metrics,
-            inventory,
-            regions: None,
             written: BTreeMap::new(),
             unsettled_since: BTreeMap::new(),
             published_regions: None,
             dmem_event_sent: false,
             invalid_quotas: BTreeSet::new(),
-            last_valid: LastValid::new(),
-            kernel_written: Arc::default(),
             gauges: Published::default(),
             conditions_backoff: Backoff::new(CONDITIONS_BACKOFF_INITIAL, CONDITIONS_BACKOFF_MAX),
             node_backoff: Backoff::new(SIDE_BACKOFF_INITIAL, SIDE_BACKOFF_MAX),
@@ -145,8 +102,8 @@ impl Agent {
     }
 
     /// Publishes the regions of every good round on `regions` (the DRA driver's slice follows them).
-    pub fn with_regions(mut self, regions: watch::Sender<crate::dra::Regions>) -> Self {
-        self.regions = Some(regions);
+    pub fn with_regions(self, regions: watch::Sender<crate::dra::Regions>) -> Self {
+        self.kernel.publish_regions_on(regions);
         self
     }
 
@@ -154,14 +111,17 @@ impl Agent {
     /// earlier rounds is gone, the kernel state is not.
     #[cfg(test)]
     pub(crate) fn restarted(&self) -> Self {
-        let (inventory, _) = watch::channel(Inventory::default());
-        Self::new_shared(
+        Self::over(
             self.node.clone(),
-            Arc::clone(&self.backend),
-            self.round_cfg.clone(),
+            self.kernel.restarted(),
             self.metrics.clone(),
-            inventory,
         )
+    }
+
+    /// The kernel side, for pods rounds that must not wait for this agent's round
+    /// ([`Kernel::settle_pods`]).
+    pub fn kernel(&self) -> Arc<Kernel> {
+        Arc::clone(&self.kernel)
     }
 
     /// Forgets what was written, so the next round compares with the cache alone (the periodic
@@ -205,83 +165,15 @@ impl Agent {
     ) -> Result<RoundReport, RoundError> {
         let inputs = round_inputs(objects, grants);
         self.note_invalid(&inputs.invalid);
-        let report = self.kernel_round(&inputs, only).await?;
+        let report = self.kernel.round(&inputs, only).await?;
         if only.is_none() {
             self.metrics.observe_round(&report, &mut self.gauges);
         }
-        self.publish_inventory(&report);
+        self.kernel.publish_inventory(&report);
         // Report (pure decisions, then the client).
         let writes = self.plan_writes(&report, &inputs.pods, now, only.is_some());
         self.perform(writes, sink).await;
         Ok(report)
-    }
-
-    /// The kernel part of a round for the pods in `uids` alone ([`Scope::Pods`]), for a pod that
-    /// must not wait for the whole node: its limits are written and read back, the regions
-    /// published; conditions, gauges and the ancestors' protection wait for the next
-    /// [`Agent::round`], which must follow.
-    pub async fn settle_pods(
-        &mut self,
-        objects: &Objects,
-        grants: Option<&Grants>,
-        uids: &BTreeSet<String>,
-    ) -> Result<RoundReport, RoundError> {
-        let inputs = round_inputs(objects, grants);
-        let report = self.kernel_round(&inputs, Some(uids)).await?;
-        // The regions are the node's whatever the scope: a restarted agent learns its devices
-        // (and so the grants it can join) from its first round of either kind.
-        self.publish_inventory(&report);
-        Ok(report)
-    }
-
-    /// Applies `inputs` to the kernel, for every pod or only those in `only`.
-    async fn kernel_round(
-        &mut self,
-        inputs: &RoundInputs,
-        only: Option<&BTreeSet<String>>,
-    ) -> Result<RoundReport, RoundError> {
-        // The round-duration histogram is the node round's: a pods round is a few pods' worth.
-        let timer = only.is_none().then(|| self.metrics.time_round());
-        let (quotas, mut invalid) = keep_last_valid(inputs, &mut self.last_valid);
-        invalid.grant_unknown = inputs.grant_unknown.clone();
-        // Act on the kernel (blocking I/O, off the async threads).
-        let backend = Arc::clone(&self.backend);
-        let written = Arc::clone(&self.kernel_written);
-        let cfg = self.round_cfg.clone();
-        let pods = inputs.pods.clone();
-        let (facts, scope) = match only {
-            None => (inputs.facts.clone(), Scope::Node),
-            Some(uids) => (
-                (inputs.facts.iter())
-                    .filter(|f| uids.contains(&f.uid))
-                    .cloned()
-                    .collect(),
-                Scope::Pods,
-            ),
-        };
-        let result = tokio::task::spawn_blocking(move || {
-            let mut backend = backend.lock().map_err(|_| RoundError::Task)?;
-            let mut written = written.lock().map_err(|_| RoundError::Task)?;
-            backend
-                .round(&cfg, &pods, &facts, &quotas, &invalid, &mut written, scope)
-                .map_err(RoundError::Backend)
-        })
-        .await
-        .map_err(|_| RoundError::Task)
-        .and_then(|r| r);
-        drop(timer);
-        match result {
-            Ok(report) => {
-                Metrics::inc(&self.metrics.rounds, "result", "ok");
-                self.metrics.kernel_writes.inc_by(report.writes as u64);
-                Ok(report)
-            }
-            Err(err) => {
-                Metrics::inc(&self.metrics.rounds, "result", "error");
-                Metrics::inc(&self.metrics.kernel_errors, "reason", err.reason());
-                Err(err)
-            }
-        }
     }
 
     fn note_invalid(&mut self, invalid: &[InvalidQuota]) {
@@ -298,42 +190,6 @@ impl Agent {
         self.invalid_quotas = now;
     }
 
-    fn publish_inventory(&self, report: &RoundReport) {
-        if let Some(tx) = &self.regions {
-            let now: Vec<(String, u64)> = (report.regions.iter())
-                .map(|r| (r.region.clone(), r.bytes))
-                .collect();
-            tx.send_if_modified(|last| {
-                let changed = last.as_ref() != Some(&now);
-                if changed {
-                    *last = Some(now.clone());
-                }
-                changed
-            });
-        }
-        let capacity = report
-            .regions
-            .iter()
-            .map(|r| (r.region.clone(), r.bytes))
-            .collect();
-        self.inventory
-            .send_if_modified(|inv| match inv.observe(&capacity) {
-                Ok(next) if next != *inv => {
-                    *inv = next;
-                    true
-                }
-                Ok(_) => false,
-                Err(err) => {
-                    warn!(
-                        reason = err.reason(),
-                        error = &err as &dyn std::error::Error,
-                        "Inventory not updated"
-                    );
-                    false
-                }
-            });
-    }
-
     /// The writes this round calls for, in order: node annotation and event, then per pod.
     /// `partial`: the report covers some of the node's pods; the others are not gone.
     fn plan_writes(
@@ -344,12 +200,7 @@ impl Agent {
         partial: bool,
     ) -> Vec<ApiWrite> {
         let mut writes = Vec::new();
-        if let Some(why) = self
-            .backend
-            .lock()
-            .ok()
-            .and_then(|b| b.unavailable().map(str::to_owned))
-        {
+        if let Some(why) = self.kernel.unavailable().map(str::to_owned) {
             if !self.dmem_event_sent {
                 writes.push(ApiWrite::Event {
                     regarding: node_ref(&self.node),

@@ -11,11 +11,13 @@ use kube_dmem_crds::limits::HighSupport;
 use kube_dmem_crds::select::{PodFacts, QuotaFacts};
 use kube_dmem_sim::{Profile, SimConfig};
 
+use super::waiting::{Between, Waiting};
 use crate::cgroup::probe::{KernelProfile, decide, probe};
 use crate::cgroup::{CgroupError, CgroupPath, SimCgroups, SysfsCgroups};
 use crate::decide::foreign::Written;
 use crate::round::{
-    BadInputs, LimitsOutcome, PodReport, RoundConfig, RoundReport, Scope, run_scoped_round,
+    BadInputs, LimitsOutcome, PodReport, RoundConfig, RoundReport, Scope,
+    run_node_round_giving_way, run_scoped_round,
 };
 use crate::standalone::sim_node::{SimNode, SimNodeError};
 
@@ -28,6 +30,9 @@ pub enum BackendError {
     /// The simulated node failed.
     #[error("the simulated node failed")]
     SimNode(#[source] SimNodeError),
+    /// A round panicked while it held the kernel; no round can run on this backend any more.
+    #[error("a round panicked while holding the kernel")]
+    Poisoned,
 }
 
 impl BackendError {
@@ -36,6 +41,7 @@ impl BackendError {
         match self {
             Self::Round(e) => e.reason(),
             Self::SimNode(e) => e.reason(),
+            Self::Poisoned => "KernelLockPoisoned",
         }
     }
 }
@@ -129,10 +135,29 @@ impl Backend {
         }
     }
 
+    /// Runs the pods rounds in `waiting`, each answered on its job's channel.
+    pub fn settle_waiting(&mut self, cfg: &RoundConfig, written: &mut Written, waiting: &Waiting) {
+        for job in waiting.take() {
+            let report = self.round(
+                cfg,
+                &job.pods,
+                &job.facts,
+                &job.quotas,
+                &job.invalid,
+                written,
+                Scope::Pods,
+                waiting,
+            );
+            let _ = job.reply.send(report);
+        }
+    }
+
     /// One round over `scope`: with the simulator, the kubelet first creates the cgroups of new
     /// pods (and removes those of pods that are gone), then the agent applies limits, then (in a
     /// node round) the workloads allocate and a second round reads what they did. `pods` are all
-    /// the node's pods; `facts` those the round covers.
+    /// the node's pods; `facts` those the round covers. A node round on the cgroupfs runs the pods
+    /// rounds queued in `waiting` between its pods; the simulator's cannot (its kubelet makes the
+    /// cgroups inside rounds), so they wait for it there.
     #[allow(clippy::too_many_arguments)]
     pub fn round(
         &mut self,
@@ -143,8 +168,14 @@ impl Backend {
         invalid: &BadInputs,
         written: &mut Written,
         scope: Scope,
+        waiting: &Waiting,
     ) -> Result<RoundReport, BackendError> {
         match self {
+            Backend::Sysfs(fs) if scope == Scope::Node => {
+                let mut between = Between { waiting, cfg };
+                run_node_round_giving_way(fs, cfg, facts, quotas, invalid, written, &mut between)
+                    .map_err(BackendError::Round)
+            }
             Backend::Sysfs(fs) => run_scoped_round(fs, cfg, facts, quotas, invalid, written, scope)
                 .map_err(BackendError::Round),
             Backend::Sim { node, fs } => {

@@ -15,6 +15,7 @@ use tracing::warn;
 use super::agent::Agent;
 use super::cgroup_watch::CgroupSignal;
 use super::health::Health;
+use super::kernel::Kernel;
 use super::prestart::RoundRequest;
 use crate::cluster::api::ApiSink;
 use crate::cluster::objects::{Caches, Objects};
@@ -99,7 +100,8 @@ pub struct Loop<'a> {
 
 /// Runs rounds until `stop`: on a request, a new cgroup, a (debounced) change, every poll interval
 /// and every resync (which also forgets what was written). A request or a new cgroup first gets a
-/// round of its pods alone ([`Agent::settle_pods`]), answered at once; the node round follows.
+/// round of its pods alone ([`Kernel::settle_pods`]), answered at once, even while a node round
+/// runs (which runs it between two of its pods); the node round follows.
 pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
     let Loop {
         mut agent,
@@ -115,6 +117,7 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
         resync,
         health,
     } = parts;
+    let kernel = agent.kernel();
     let fast_poll = near_poll_interval.min(poll_interval);
     let mut next_poll = tokio::time::Instant::now() + poll_interval;
     let mut resync = tokio::time::interval(resync);
@@ -125,10 +128,7 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
         .as_ref()
         .map(|_| Grants::not_listed("no List call yet"));
     let mut grant_unknown_since: Option<tokio::time::Instant> = None;
-    // Pods whose cgroup the last rounds found, so a new pod cgroup wakes a round for the others
-    // alone; and when the node round owed after such a round is due.
-    let mut settled: BTreeSet<String> = BTreeSet::new();
-    let mut node_round_due: Option<tokio::time::Instant> = None;
+    let mut settling = Settling::default();
     // Adaptive polling: the pods near a threshold, polled alone every `fast_poll` between node
     // rounds, so a few pods near `high` cost a few pods' reads, not the node's.
     let mut near_pods: BTreeSet<String> = BTreeSet::new();
@@ -144,7 +144,7 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
                 None => std::future::pending().await,
             }
         };
-        let node_round_owed = sleep_until_some(node_round_due);
+        let node_round_owed = sleep_until_some(settling.node_round_due);
         let near_poll_due = sleep_until_some(next_near_poll);
         tokio::select! {
             biased;
@@ -178,57 +178,38 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
         // (conditions, pressure, ancestors) follows shortly, once for a burst of such pods.
         let focus = match (&pending, &claim_round) {
             (Some(req), None) => uid_of(&snapshot, &req.pod).into_iter().collect(),
-            (None, None) if cgroup_appeared => unsettled(&snapshot, &settled),
+            (None, None) if cgroup_appeared => settling.unsettled(&snapshot),
             _ => BTreeSet::new(),
         };
-        // PodResources is asked when the round needs fresh grants: not for a near poll (running
-        // pods, whose grants do not change), nor for pods none of which asks for units (a
-        // kubelet slow to answer must not hold their containers' start).
-        let needs_grants = !near_poll
-            && (focus.is_empty()
-                || (snapshot.pods.iter()).any(|p| {
-                    p.metadata.uid.as_ref().is_some_and(|u| focus.contains(u))
-                        && inputs::asks_for_units(p)
-                }));
-        if let Some(k) = kubelet.as_ref().filter(|_| needs_grants) {
-            grants = refresh_grants(&k.pod_resources, &snapshot, &k.inventory, grants.take()).await;
-        }
-        // Claims are grants like the device plugin's units: a pod's sum per region is its ceiling.
-        let merged = dra
-            .as_ref()
-            .map(|d| with_claims(grants.as_ref(), &d.claims));
-        let grants_now = merged.as_ref().or(grants.as_ref());
+        let sides = Sides {
+            kubelet: kubelet.as_ref(),
+            dra: dra.as_ref(),
+        };
+        let grants_now = sides
+            .grants_for(&snapshot, &focus, near_poll, &mut grants)
+            .await;
         if !focus.is_empty() {
-            match agent.settle_pods(&snapshot, grants_now, &focus).await {
-                Ok(report) => {
-                    let waiting =
-                        (report.pods.iter()).any(|p| p.outcome == LimitsOutcome::CgroupNotFound);
-                    settled.extend(
-                        (report.pods.iter())
-                            .filter(|p| p.outcome != LimitsOutcome::CgroupNotFound)
-                            .map(|p| p.facts.uid.clone()),
-                    );
-                    if waiting {
-                        new_cgroup.expect(true);
-                    }
-                    if let Some(req) = pending {
-                        let _ = req.reply.send(outcome_of(report, &req.pod));
-                    }
-                    node_round_due.get_or_insert(tokio::time::Instant::now() + DEBOUNCE);
-                    continue;
+            let focused = settling
+                .settle(&kernel, &snapshot, grants_now.as_ref(), &focus, &new_cgroup)
+                .await;
+            if let Some(report) = focused {
+                if let Some(req) = pending {
+                    let _ = req.reply.send(outcome_of(&report, &req.pod));
                 }
-                // The node round below tries again and answers.
-                Err(err) => warn!(
-                    reason = err.reason(),
-                    error = &err as &dyn std::error::Error,
-                    "Settling new pods failed"
-                ),
+                continue;
             }
+            // Failed: the node round below tries again and answers.
         }
         if near_poll {
             next_near_poll = None;
             match agent
-                .round_of_pods(&snapshot, grants_now, sink, Timestamp::now(), &near_pods)
+                .round_of_pods(
+                    &snapshot,
+                    grants_now.as_ref(),
+                    sink,
+                    Timestamp::now(),
+                    &near_pods,
+                )
                 .await
             {
                 Ok(report) => {
@@ -245,10 +226,56 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
             }
             continue;
         }
-        node_round_due = None;
-        let result = agent
-            .round(&snapshot, grants_now, sink, Timestamp::now())
-            .await;
+        settling.node_round_starts();
+        // Requests that came while the node round ran and could not be settled alone: its report
+        // answers them.
+        let mut deferred: Vec<RoundRequest> = Vec::new();
+        let result = {
+            let round = agent.round(&snapshot, grants_now.as_ref(), sink, Timestamp::now());
+            tokio::pin!(round);
+            // The node round holds the kernel for every pod; a pod whose container waits, or
+            // whose cgroup appears meanwhile, is settled in between (the kernel round runs it
+            // between two of its pods), not after it.
+            loop {
+                tokio::select! {
+                    biased;
+                    result = &mut round => break result,
+                    Some(req) = rounds.recv() => {
+                        let mut now = objects.snapshot();
+                        if let Some(hint) = req.hint.as_ref() {
+                            inputs::add_hint(&mut now, hint);
+                        }
+                        let focus: BTreeSet<String> = uid_of(&now, &req.pod).into_iter().collect();
+                        if focus.is_empty() {
+                            // Not a pod yet as far as anyone knows: the requester asks again.
+                            let _ = req.reply.send(None);
+                            continue;
+                        }
+                        let grants_then = sides.grants_for(&now, &focus, false, &mut grants).await;
+                        match settling
+                            .settle(&kernel, &now, grants_then.as_ref(), &focus, &new_cgroup)
+                            .await
+                        {
+                            Some(report) => {
+                                let _ = req.reply.send(outcome_of(&report, &req.pod));
+                            }
+                            None => deferred.push(req),
+                        }
+                    }
+                    () = new_cgroup.appeared() => {
+                        let now = objects.snapshot();
+                        let focus = settling.unsettled(&now);
+                        if !focus.is_empty() {
+                            let grants_then =
+                                sides.grants_for(&now, &focus, false, &mut grants).await;
+                            settling
+                                .settle(&kernel, &now, grants_then.as_ref(), &focus, &new_cgroup)
+                                .await;
+                        }
+                    }
+                }
+            }
+        };
         match &result {
             Ok(report) => {
                 health.set_ready();
@@ -273,15 +300,7 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
                     } else {
                         poll_interval
                     };
-                let waiting = report
-                    .pods
-                    .iter()
-                    .any(|p| p.outcome == LimitsOutcome::CgroupNotFound);
-                new_cgroup.expect(waiting);
-                settled = (report.pods.iter())
-                    .filter(|p| p.outcome != LimitsOutcome::CgroupNotFound)
-                    .map(|p| p.facts.uid.clone())
-                    .collect();
+                new_cgroup.expect(settling.node_round_ended(report));
             }
             Err(err) => {
                 next_poll = tokio::time::Instant::now() + poll_interval;
@@ -302,9 +321,120 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
             };
             let _ = req.reply.send(outcomes);
         }
-        if let Some(req) = pending {
-            let outcome = result.ok().and_then(|report| outcome_of(report, &req.pod));
+        for req in pending.into_iter().chain(deferred) {
+            let outcome = (result.as_ref().ok()).and_then(|report| outcome_of(report, &req.pod));
             let _ = req.reply.send(outcome);
+        }
+    }
+}
+
+/// The loop's bookkeeping of pods rounds: whose cgroup the rounds found (so a new pod cgroup
+/// wakes a round of the others alone), and when the node round owed after a pods round is due.
+#[derive(Default)]
+struct Settling {
+    /// Pods whose cgroup the last node round or a later pods round found.
+    settled: BTreeSet<String>,
+    /// Pods settled since the node round in progress started, which its report may miss.
+    meanwhile: BTreeSet<String>,
+    /// When the node round owed after a pods round is due.
+    node_round_due: Option<tokio::time::Instant>,
+}
+
+impl Settling {
+    /// The pods among `objects` whose cgroup no round has found yet.
+    fn unsettled(&self, objects: &Objects) -> BTreeSet<String> {
+        unsettled(objects, &self.settled)
+    }
+
+    /// Runs a pods round for `focus` and records what it found; `None` when it failed (logged).
+    async fn settle(
+        &mut self,
+        kernel: &Kernel,
+        objects: &Objects,
+        grants: Option<&Grants>,
+        focus: &BTreeSet<String>,
+        new_cgroup: &CgroupSignal,
+    ) -> Option<RoundReport> {
+        match kernel.settle_pods(objects, grants, focus).await {
+            Ok(report) => {
+                let found = (report.pods.iter())
+                    .filter(|p| p.outcome != LimitsOutcome::CgroupNotFound)
+                    .map(|p| p.facts.uid.clone());
+                for uid in found {
+                    self.settled.insert(uid.clone());
+                    self.meanwhile.insert(uid);
+                }
+                if (report.pods.iter()).any(|p| p.outcome == LimitsOutcome::CgroupNotFound) {
+                    new_cgroup.expect(true);
+                }
+                // Conditions and the ancestors' protection come from a node round.
+                self.node_round_due
+                    .get_or_insert(tokio::time::Instant::now() + DEBOUNCE);
+                Some(report)
+            }
+            Err(err) => {
+                warn!(
+                    reason = err.reason(),
+                    error = &err as &dyn std::error::Error,
+                    "Settling new pods failed"
+                );
+                None
+            }
+        }
+    }
+
+    fn node_round_starts(&mut self) {
+        self.meanwhile.clear();
+        self.node_round_due = None;
+    }
+
+    /// Takes in a node round's report; says whether a pod still waits for its cgroup.
+    fn node_round_ended(&mut self, report: &RoundReport) -> bool {
+        let mut waiting = false;
+        self.settled = std::mem::take(&mut self.meanwhile);
+        for pod in &report.pods {
+            if pod.outcome != LimitsOutcome::CgroupNotFound {
+                self.settled.insert(pod.facts.uid.clone());
+            } else if !self.settled.contains(&pod.facts.uid) {
+                waiting = true;
+            }
+        }
+        waiting
+    }
+}
+
+/// The kubelet's and the DRA driver's sides, where a round's grants come from.
+#[derive(Clone, Copy)]
+struct Sides<'a> {
+    kubelet: Option<&'a KubeletSide>,
+    dra: Option<&'a DraSide>,
+}
+
+impl Sides<'_> {
+    /// The grants for a round over `focus` (every pod when empty): PodResources is asked when the
+    /// round needs fresh grants; not for a near poll (running pods, whose grants do not change),
+    /// nor for pods none of which asks for units (a kubelet slow to answer must not hold their
+    /// containers' start). Claims are grants like the device plugin's units: a pod's sum per
+    /// region is its ceiling.
+    async fn grants_for(
+        self,
+        snapshot: &Objects,
+        focus: &BTreeSet<String>,
+        near_poll: bool,
+        grants: &mut Option<Grants>,
+    ) -> Option<Grants> {
+        let needs_grants = !near_poll
+            && (focus.is_empty()
+                || (snapshot.pods.iter()).any(|p| {
+                    p.metadata.uid.as_ref().is_some_and(|u| focus.contains(u))
+                        && inputs::asks_for_units(p)
+                }));
+        if let Some(k) = self.kubelet.filter(|_| needs_grants) {
+            *grants = refresh_grants(&k.pod_resources, snapshot, &k.inventory, grants.take()).await;
+        }
+        match self.dra {
+            Some(d) => Some(with_claims(grants.as_ref(), &d.claims)),
+            None => grants.clone(),
         }
     }
 }
@@ -333,10 +463,10 @@ fn near_threshold(report: &RoundReport) -> BTreeSet<String> {
 }
 
 /// The outcome of pod `(namespace, name)` in `report`.
-fn outcome_of(report: RoundReport, pod: &(String, String)) -> Option<LimitsOutcome> {
-    (report.pods.into_iter())
+fn outcome_of(report: &RoundReport, pod: &(String, String)) -> Option<LimitsOutcome> {
+    (report.pods.iter())
         .find(|p| (&p.facts.namespace, &p.facts.name) == (&pod.0, &pod.1))
-        .map(|p| p.outcome)
+        .map(|p| p.outcome.clone())
 }
 
 /// The UID of pod `(namespace, name)` among `objects`.

@@ -4,10 +4,11 @@
 //! plugin and PodResources when the kubelet is enabled, the new-pod-cgroup scan ([`cgroup_watch`]),
 //! the admin server; then the loop ([`drive::drive`]). A round ([`agent::Agent::round`]: the kernel
 //! round of [`crate::round`], then the API writes of [`api`]) runs on a pod or quota change
-//! (debounced), on a new pod cgroup or a PreStart request ([`prestart`]) at once, every poll
-//! interval (pressure) and every resync. No round runs before both watches have synced, so limits
-//! are never reset from an empty view; a round writes only differences, so a restarted agent adopts
-//! what is in force.
+//! (debounced), every poll interval (pressure) and every resync; a new pod cgroup or a PreStart or
+//! NRI request gets a round of its pods alone at once ([`kernel::Kernel::settle_pods`]), which a
+//! node round in progress runs between two of its pods ([`waiting`]). No round runs before both
+//! watches have synced, so limits are never reset from an empty view; a round writes only
+//! differences, so a restarted agent adopts what is in force.
 
 pub mod agent;
 pub mod api;
@@ -16,8 +17,10 @@ pub mod cgroup_events;
 pub mod cgroup_watch;
 pub mod drive;
 pub mod health;
+pub mod kernel;
 pub mod objects;
 pub mod prestart;
+pub mod waiting;
 
 use std::num::NonZeroU64;
 use std::path::PathBuf;

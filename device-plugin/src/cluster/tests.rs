@@ -676,6 +676,7 @@ async fn a_settled_pod_has_its_limits_at_once_and_its_conditions_from_the_node_r
     };
     let alone = std::collections::BTreeSet::from([UID.to_owned()]);
     let report = agent
+        .kernel()
         .settle_pods(&objects, None, &alone)
         .await
         .expect("pods round");

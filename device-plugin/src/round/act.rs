@@ -93,18 +93,21 @@ pub fn pod_limits(fs: &dyn CgroupFs, pod: &ObservedPod, pod_plan: &PodPlan) -> L
     )
 }
 
-/// Reads what [`ancestor_lows`] needs for the ancestors of `pods` (below the root, which has no
-/// `dmem.low`), then writes every ancestor low that differs. `pods` maps each pod cgroup to its
-/// usage as read this round and the low it will have after it. Returns the number of writes.
+/// Reads what [`ancestor_lows`] needs for the ancestors of `pods` and `read_pods` (below the root,
+/// which has no `dmem.low`), then writes every ancestor low that differs. `pods` maps each pod
+/// cgroup to its usage as read this round and the low it will have after it; the usage and low of
+/// `read_pods` (settled by another round meanwhile) are read from their files. Returns the number
+/// of writes.
 pub fn protect_ancestors(
     fs: &dyn CgroupFs,
     pods: &BTreeMap<CgroupPath, ChildReading>,
+    read_pods: &[CgroupPath],
     regions: &[String],
 ) -> Result<usize, CgroupError> {
-    let ancestors: BTreeSet<CgroupPath> = pods
-        .keys()
+    let is_pod = |p: &CgroupPath| pods.contains_key(p) || read_pods.contains(p);
+    let ancestors: BTreeSet<CgroupPath> = (pods.keys().chain(read_pods))
         .flat_map(|pod| pod.ancestors_and_self())
-        .filter(|p| !p.is_root() && !pods.contains_key(p))
+        .filter(|p| !p.is_root() && !is_pod(p))
         .collect();
     let mut children = BTreeMap::new();
     let mut readings = BTreeMap::new();

@@ -88,6 +88,55 @@ pub fn run_round_with(
     run_scoped_round(fs, cfg, pods, quotas, invalid, written, Scope::Node)
 }
 
+/// Pods rounds that cannot wait for a whole node round (a container held until its limits are in
+/// force): a node round calls [`GiveWay::between_pods`] after each pod it reads or settles, so
+/// such a round waits for one pod's reads or writes, not for every pod of the node.
+pub trait GiveWay {
+    /// Runs the pods rounds waiting now, if any, on `fs` with the node round's memory of writes
+    /// (each with [`settle_between`]), and says what they settled.
+    fn between_pods(&mut self, fs: &dyn CgroupFs, written: &mut Written) -> GaveWay;
+}
+
+/// Nothing ever waits: the node round runs through.
+pub struct NoneWaiting;
+
+impl GiveWay for NoneWaiting {
+    fn between_pods(&mut self, _fs: &dyn CgroupFs, _written: &mut Written) -> GaveWay {
+        GaveWay::default()
+    }
+}
+
+/// What pods rounds run in the middle of a node round settled, for the node round to take in:
+/// their pods' reports replace its own (they are newer) and it does not act on those pods again
+/// with what it read before them.
+#[derive(Clone, Debug, Default)]
+pub struct GaveWay {
+    /// The reports of the pods settled.
+    pub pods: Vec<PodReport>,
+    /// The cgroups of the pods settled, whose ancestors the node round protects from their
+    /// files (a pod whose cgroup appeared after the node round's scan counts too).
+    pub cgroups: Vec<CgroupPath>,
+    /// Every pod cgroup those rounds found (newer than the node round's own scan), so the node
+    /// round does not forget what they wrote to a cgroup that appeared after its scan.
+    pub found: Vec<CgroupPath>,
+    /// Kernel writes they made.
+    pub writes: usize,
+}
+
+impl GaveWay {
+    /// Adds what another pods round settled.
+    pub fn absorb(&mut self, more: GaveWay) {
+        self.pods.extend(more.pods);
+        self.cgroups.extend(more.cgroups);
+        self.found.extend(more.found);
+        self.writes += more.writes;
+    }
+
+    fn settled(&self, uid: &str) -> bool {
+        self.pods.iter().any(|p| p.facts.uid == uid)
+    }
+}
+
 /// [`run_round_with`] over `scope`: with [`Scope::Pods`], `pods` are only the pods to settle now.
 pub fn run_scoped_round(
     fs: &dyn CgroupFs,
@@ -98,15 +147,99 @@ pub fn run_scoped_round(
     written: &mut Written,
     scope: Scope,
 ) -> Result<RoundReport, CgroupError> {
+    let round = scoped_round(
+        fs,
+        cfg,
+        pods,
+        quotas,
+        invalid,
+        written,
+        scope,
+        &mut NoneWaiting,
+    )?;
+    Ok(round.0)
+}
+
+/// A node round over `pods` that gives way to the pods rounds `waiting` supplies between pods.
+pub fn run_node_round_giving_way(
+    fs: &dyn CgroupFs,
+    cfg: &RoundConfig,
+    pods: &[PodFacts],
+    quotas: &[QuotaFacts],
+    invalid: &BadInputs,
+    written: &mut Written,
+    waiting: &mut dyn GiveWay,
+) -> Result<RoundReport, CgroupError> {
+    let round = scoped_round(
+        fs,
+        cfg,
+        pods,
+        quotas,
+        invalid,
+        written,
+        Scope::Node,
+        waiting,
+    )?;
+    Ok(round.0)
+}
+
+/// A pods round run in the middle of a node round ([`GiveWay`]): its report, and what the node
+/// round takes in from it.
+pub fn settle_between(
+    fs: &dyn CgroupFs,
+    cfg: &RoundConfig,
+    pods: &[PodFacts],
+    quotas: &[QuotaFacts],
+    invalid: &BadInputs,
+    written: &mut Written,
+) -> Result<(RoundReport, GaveWay), CgroupError> {
+    let (report, found) = scoped_round(
+        fs,
+        cfg,
+        pods,
+        quotas,
+        invalid,
+        written,
+        Scope::Pods,
+        &mut NoneWaiting,
+    )?;
+    let gave_way = GaveWay {
+        pods: report.pods.clone(),
+        cgroups: (pods.iter())
+            .filter_map(|p| found.get(&p.uid).cloned())
+            .collect(),
+        found: found.into_values().collect(),
+        writes: report.writes,
+    };
+    Ok((report, gave_way))
+}
+
+/// The round, and every pod cgroup its scan found, by pod UID.
+#[allow(clippy::too_many_arguments)]
+fn scoped_round(
+    fs: &dyn CgroupFs,
+    cfg: &RoundConfig,
+    pods: &[PodFacts],
+    quotas: &[QuotaFacts],
+    invalid: &BadInputs,
+    written: &mut Written,
+    scope: Scope,
+    waiting: &mut dyn GiveWay,
+) -> Result<(RoundReport, BTreeMap<String, CgroupPath>), CgroupError> {
     // The kernel shows dmem files only where dmem is enabled top-down: enable it where the
     // round needs them (an act before observing; no write once it is enabled).
     let found = observe::pod_cgroups(fs, &cfg.scan_root)?;
     let mut enabled = act::enable_dmem(fs, &[])?;
     // Observe (kernel reads): regions, pod cgroups, what is in force in each.
     let node = observe::node(fs, found)?;
+    let mut gave_way = GaveWay::default();
     let (mut observed, mut failures): (Vec<_>, Vec<_>) = pods
         .iter()
-        .map(|facts| observe::pod(fs, facts, node.pod_cgroups.get(&facts.uid), cfg.high))
+        .map(|facts| {
+            let seen = observe::pod(fs, facts, node.pod_cgroups.get(&facts.uid), cfg.high);
+            gave_way.absorb(waiting.between_pods(fs, written));
+            seen
+        })
         .unzip();
     // A pod cgroup without dmem files: enable dmem above it (a kubelet enables only the
     // controllers it knows), then look again. Pods that have their files cost nothing here.
@@ -141,6 +274,12 @@ pub fn run_scoped_round(
     };
     let mut protect = BTreeMap::new();
     for ((pod, pod_plan), failure) in observed.iter().zip(&decided.pods).zip(&failures) {
+        gave_way.absorb(waiting.between_pods(fs, written));
+        if gave_way.settled(&pod.facts.uid) {
+            // Settled meanwhile from a fresher reading than this round's: acting on what this
+            // round read would take the values just written for another writer's.
+            continue;
+        }
         let failure = failure.as_ref().map(|e| (e.reason(), error_chain(e)));
         let held = invalid.held.get(&pod.facts.uid);
         let unknown = invalid.grant_unknown.get(&pod.facts.uid);
@@ -191,19 +330,33 @@ pub fn run_scoped_round(
         }
         report.pods.push(pod_report);
     }
-    foreign::forget_others(written, node.pod_cgroups.values());
+    foreign::forget_others(
+        written,
+        node.pod_cgroups.values().chain(gave_way.found.iter()),
+    );
+    report.writes += gave_way.writes;
+    for settled in gave_way.pods {
+        // Only pods of this round: others are a later snapshot's, reported by their own round.
+        if let Some(mine) = (report.pods.iter_mut()).find(|p| p.facts.uid == settled.facts.uid) {
+            *mine = settled;
+        } else if pods.iter().any(|p| p.uid == settled.facts.uid) {
+            report.pods.push(settled);
+        }
+    }
+    let found = node.pod_cgroups;
     if scope == Scope::Pods {
         // The ancestors' protection sums every pod below them: it waits for the node round.
-        return Ok(report);
+        return Ok((report, found));
     }
-    // Ancestors' protection last, from the pods' lows as just written and the usage just read.
+    // Ancestors' protection last, from the pods' lows as just written and the usage just read
+    // (pods settled by a round that ran in between are not in `protect`: their files are read).
     if failures.iter().any(Option::is_some) {
         // An unreadable pod would count as using and protecting nothing, lowering its ancestors'
         // protection: leave them as they are until it reads again.
-        return Ok(report);
+        return Ok((report, found));
     }
     let names: Vec<String> = report.regions.iter().map(|r| r.region.clone()).collect();
-    match act::protect_ancestors(fs, &protect, &names) {
+    match act::protect_ancestors(fs, &protect, &gave_way.cgroups, &names) {
         Ok(writes) => report.writes += writes,
         // The pods' own limits are in force; a failed ancestor write only weakens protection
         // until the next round retries it.
@@ -212,7 +365,7 @@ pub fn run_scoped_round(
             "Protecting pod ancestors failed"
         ),
     }
-    Ok(report)
+    Ok((report, found))
 }
 
 /// The plan of a pod the round left alone: nothing written.

@@ -385,3 +385,120 @@ fn a_pods_round_settles_its_pods_alone_and_leaves_the_node_to_the_node_round() {
     assert_eq!(node_round.pods[1].outcome, LimitsOutcome::Applied);
     assert_eq!(written.len(), 2 * remembered);
 }
+
+/// A [`GiveWay`] that runs `script` at its first call (with the kernel and the round's memory of
+/// writes), as a pods round queued while a node round reads its first pod would.
+struct OnFirstCall<F: FnMut(&dyn CgroupFs, &mut Written) -> GaveWay> {
+    calls: usize,
+    script: F,
+}
+
+impl<F: FnMut(&dyn CgroupFs, &mut Written) -> GaveWay> GiveWay for OnFirstCall<F> {
+    fn between_pods(&mut self, fs: &dyn CgroupFs, written: &mut Written) -> GaveWay {
+        self.calls += 1;
+        if self.calls == 1 {
+            (self.script)(fs, written)
+        } else {
+            GaveWay::default()
+        }
+    }
+}
+
+#[test]
+fn a_node_round_gives_way_to_pods_rounds_and_takes_in_what_they_settled() {
+    const OTHER: &str = "/kubepods/besteffort/pod1c6b5f3a-4d2e-4f6a-9bac-1d2e3f4a5b6c";
+    let fs = node();
+    fs.kernel()
+        .lock()
+        .expect("kernel")
+        .alloc_bo(POD, R0, G / 2)
+        .expect("usage below low");
+    let other = PodFacts {
+        name: "train-1".into(),
+        uid: "1c6b5f3a-4d2e-4f6a-9bac-1d2e3f4a5b6c".into(),
+        ..pod()
+    };
+    let q: DmemQuota = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-dmem.io/v1alpha1", "kind": "DmemQuota",
+        "metadata": {"name": "q", "namespace": "ml", "uid": "quid"},
+        "spec": {"selector": {"matchLabels": {"app": "train"}},
+                 "limits": [{"region": R0, "max": "4Gi", "low": "1Gi"}]}
+    }))
+    .expect("quota");
+    let quotas = quota_facts([q].iter()).0;
+    let none = BadInputs::default();
+    let read = |group: &str, file| {
+        read_values(&fs, &path(group), file)
+            .expect("dmem file")
+            .get(R0)
+            .expect("region line")
+    };
+    // The node round has read the first pod (nothing in force yet) when a pods round for that
+    // pod and for a pod whose cgroup appeared after the node round's scan runs in between.
+    let sim = &fs;
+    let between_writes = std::cell::Cell::new(0);
+    let mut pods_rounds = OnFirstCall {
+        calls: 0,
+        script: |fs: &dyn CgroupFs, written: &mut Written| {
+            let mut k = sim.kernel().lock().expect("kernel");
+            k.mkdir(OTHER).expect("mkdir");
+            k.set_has_tasks(OTHER, true).expect("tasks");
+            k.alloc_bo(OTHER, R0, G / 2).expect("usage below low");
+            drop(k);
+            let both = [pod(), other.clone()];
+            let (report, gave_way) =
+                settle_between(fs, &cfg(), &both, &quotas, &none, written).expect("pods round");
+            assert!(
+                report
+                    .pods
+                    .iter()
+                    .all(|p| p.outcome == LimitsOutcome::Applied),
+                "{report:?}"
+            );
+            between_writes.set(gave_way.writes);
+            gave_way
+        },
+    };
+    let mut written = Written::new();
+    let report = run_node_round_giving_way(
+        &fs,
+        &cfg(),
+        &[pod(), other.clone()],
+        &quotas,
+        &none,
+        &mut written,
+        &mut pods_rounds,
+    )
+    .expect("node round");
+    // The first pod is not written again from the reading taken before the pods round (which
+    // would take the values just written for another writer's).
+    let outcomes: Vec<&str> = report.pods.iter().map(|p| p.outcome.reason()).collect();
+    assert_eq!(outcomes, ["Applied", "Applied"], "{report:?}");
+    assert!(between_writes.get() > 0);
+    assert_eq!(
+        report.writes,
+        between_writes.get() + 2,
+        "the pods round's writes and the two ancestors' lows, nothing written twice"
+    );
+    assert_eq!(read(POD, CgroupFile::DmemMax), DmemValue::Bytes(4 * G));
+    assert_eq!(read(OTHER, CgroupFile::DmemMax), DmemValue::Bytes(4 * G));
+    // The pod the node round's scan missed counts in its ancestors' protection.
+    assert_eq!(
+        read("/kubepods/besteffort", CgroupFile::DmemLow),
+        DmemValue::Bytes(G),
+        "each pod passes up min(usage, low)"
+    );
+    // What the pods round wrote stays the agent's own: the next round finds nothing to do and
+    // nobody else's value.
+    let remembered = written.len();
+    let again = run_round_with(&fs, &cfg(), &[pod(), other], &quotas, &none, &mut written)
+        .expect("next round");
+    assert_eq!(again.writes, 0);
+    assert!(
+        again
+            .pods
+            .iter()
+            .all(|p| p.outcome == LimitsOutcome::Applied)
+    );
+    assert_eq!(written.len(), remembered, "nothing was forgotten");
+}
