@@ -176,6 +176,20 @@ impl Agent {
         Ok(report)
     }
 
+    /// The API writes a pods round ([`Kernel::settle_pods`]) calls for: its pods' conditions,
+    /// as the node round would write them (which then finds them written). So a new pod shows
+    /// `VRAMLimitsApplied` without waiting for the node round.
+    pub async fn report_pods(
+        &mut self,
+        objects: &Objects,
+        report: &RoundReport,
+        sink: &dyn ApiSink,
+        now: Timestamp,
+    ) {
+        let writes = self.plan_writes(report, &objects.pods, now, true);
+        self.perform(writes, sink).await;
+    }
+
     fn note_invalid(&mut self, invalid: &[InvalidQuota]) {
         let now: BTreeSet<QuotaRef> = invalid.iter().map(|q| q.key.clone()).collect();
         for quota in invalid {

@@ -196,6 +196,21 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
                 if let Some(req) = pending {
                     let _ = req.reply.send(outcome_of(&report, &req.pod));
                 }
+                // Their conditions now, not at the node round, serving other pods meanwhile.
+                let mut urgent = Urgent {
+                    kernel: &kernel,
+                    objects,
+                    rounds: &mut rounds,
+                    new_cgroup: &new_cgroup,
+                    sides,
+                    grants: &mut grants,
+                    settling: &mut settling,
+                };
+                let stuck = urgent.report_settled(&mut agent, sink).await;
+                for req in stuck {
+                    // Its pod's round failed: the requester asks again.
+                    let _ = req.reply.send(None);
+                }
                 continue;
             }
             // Failed: the node round below tries again and answers.
@@ -227,55 +242,23 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
             continue;
         }
         settling.node_round_starts();
-        // Requests that came while the node round ran and could not be settled alone: its report
-        // answers them.
-        let mut deferred: Vec<RoundRequest> = Vec::new();
-        let result = {
-            let round = agent.round(&snapshot, grants_now.as_ref(), sink, Timestamp::now());
-            tokio::pin!(round);
-            // The node round holds the kernel for every pod; a pod whose container waits, or
-            // whose cgroup appears meanwhile, is settled in between (the kernel round runs it
-            // between two of its pods), not after it.
-            loop {
-                tokio::select! {
-                    biased;
-                    result = &mut round => break result,
-                    Some(req) = rounds.recv() => {
-                        let mut now = objects.snapshot();
-                        if let Some(hint) = req.hint.as_ref() {
-                            inputs::add_hint(&mut now, hint);
-                        }
-                        let focus: BTreeSet<String> = uid_of(&now, &req.pod).into_iter().collect();
-                        if focus.is_empty() {
-                            // Not a pod yet as far as anyone knows: the requester asks again.
-                            let _ = req.reply.send(None);
-                            continue;
-                        }
-                        let grants_then = sides.grants_for(&now, &focus, false, &mut grants).await;
-                        match settling
-                            .settle(&kernel, &now, grants_then.as_ref(), &focus, &new_cgroup)
-                            .await
-                        {
-                            Some(report) => {
-                                let _ = req.reply.send(outcome_of(&report, &req.pod));
-                            }
-                            None => deferred.push(req),
-                        }
-                    }
-                    () = new_cgroup.appeared() => {
-                        let now = objects.snapshot();
-                        let focus = settling.unsettled(&now);
-                        if !focus.is_empty() {
-                            let grants_then =
-                                sides.grants_for(&now, &focus, false, &mut grants).await;
-                            settling
-                                .settle(&kernel, &now, grants_then.as_ref(), &focus, &new_cgroup)
-                                .await;
-                        }
-                    }
-                }
-            }
+        let mut urgent = Urgent {
+            kernel: &kernel,
+            objects,
+            rounds: &mut rounds,
+            new_cgroup: &new_cgroup,
+            sides,
+            grants: &mut grants,
+            settling: &mut settling,
         };
+        // The node round holds the kernel for every pod, then writes to the API; a pod whose
+        // container waits, or whose cgroup appears meanwhile, is settled in between (the kernel
+        // round runs it between two of its pods), not after it. Requests whose pod's round
+        // failed meanwhile are answered from the node round's report.
+        let (result, mut deferred) = urgent
+            .serve_while(agent.round(&snapshot, grants_now.as_ref(), sink, Timestamp::now()))
+            .await;
+        deferred.extend(urgent.report_settled(&mut agent, sink).await);
         match &result {
             Ok(report) => {
                 health.set_ready();
@@ -338,6 +321,8 @@ struct Settling {
     meanwhile: BTreeSet<String>,
     /// When the node round owed after a pods round is due.
     node_round_due: Option<tokio::time::Instant>,
+    /// Pods rounds whose conditions are not written yet, with the objects they ran on.
+    unreported: Vec<(Objects, RoundReport)>,
 }
 
 impl Settling {
@@ -367,9 +352,10 @@ impl Settling {
                 if (report.pods.iter()).any(|p| p.outcome == LimitsOutcome::CgroupNotFound) {
                     new_cgroup.expect(true);
                 }
-                // Conditions and the ancestors' protection come from a node round.
+                // Pressure and the ancestors' protection come from a node round.
                 self.node_round_due
                     .get_or_insert(tokio::time::Instant::now() + DEBOUNCE);
+                self.unreported.push((objects.clone(), report.clone()));
                 Some(report)
             }
             Err(err) => {
@@ -400,6 +386,86 @@ impl Settling {
             }
         }
         waiting
+    }
+}
+
+/// What settling a pod takes while the agent is busy with something else (a node round, API
+/// writes), so that a pod whose container waits, or whose cgroup just appeared, never waits for it.
+struct Urgent<'a> {
+    kernel: &'a Kernel,
+    objects: &'a dyn ObjectSource,
+    rounds: &'a mut mpsc::Receiver<RoundRequest>,
+    new_cgroup: &'a CgroupSignal,
+    sides: Sides<'a>,
+    grants: &'a mut Option<Grants>,
+    settling: &'a mut Settling,
+}
+
+impl Urgent<'_> {
+    /// Runs `busy` to its end, settling meanwhile each pod that is asked for or whose cgroup
+    /// appears. Returns its output and the requests whose pod's round failed (for the caller to
+    /// answer).
+    async fn serve_while<T>(&mut self, busy: impl Future<Output = T>) -> (T, Vec<RoundRequest>) {
+        tokio::pin!(busy);
+        let mut stuck = Vec::new();
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut busy => return (out, stuck),
+                Some(req) = self.rounds.recv() => {
+                    let mut now = self.objects.snapshot();
+                    if let Some(hint) = req.hint.as_ref() {
+                        inputs::add_hint(&mut now, hint);
+                    }
+                    let focus: BTreeSet<String> = uid_of(&now, &req.pod).into_iter().collect();
+                    if focus.is_empty() {
+                        // Not a pod yet as far as anyone knows: the requester asks again.
+                        let _ = req.reply.send(None);
+                        continue;
+                    }
+                    match self.settle(&now, &focus).await {
+                        Some(report) => {
+                            let _ = req.reply.send(outcome_of(&report, &req.pod));
+                        }
+                        None => stuck.push(req),
+                    }
+                }
+                () = self.new_cgroup.appeared() => {
+                    let now = self.objects.snapshot();
+                    let focus = self.settling.unsettled(&now);
+                    if !focus.is_empty() {
+                        self.settle(&now, &focus).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn settle(&mut self, objects: &Objects, focus: &BTreeSet<String>) -> Option<RoundReport> {
+        let grants = (self.sides)
+            .grants_for(objects, focus, false, self.grants)
+            .await;
+        (self.settling)
+            .settle(
+                self.kernel,
+                objects,
+                grants.as_ref(),
+                focus,
+                self.new_cgroup,
+            )
+            .await
+    }
+
+    /// Writes the conditions of the pods settled so far (the node round would, up to 100 ms
+    /// later), serving other pods meanwhile. Returns the requests whose pod's round failed.
+    async fn report_settled(&mut self, agent: &mut Agent, sink: &dyn ApiSink) -> Vec<RoundRequest> {
+        let mut stuck = Vec::new();
+        // Those settled while these writes go out wait for the next turn or the node round.
+        for (objects, report) in std::mem::take(&mut self.settling.unreported) {
+            let write = agent.report_pods(&objects, &report, sink, Timestamp::now());
+            stuck.extend(self.serve_while(write).await.1);
+        }
+        stuck
     }
 }
 

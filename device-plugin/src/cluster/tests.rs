@@ -714,3 +714,104 @@ async fn a_settled_pod_has_its_limits_at_once_and_its_conditions_from_the_node_r
         .collect();
     assert_eq!(applied, ["train-0", "train-1"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_asked_for_shows_its_limits_applied_before_any_node_round() {
+    use crate::cluster::cgroup_watch::CgroupSignal;
+    use crate::cluster::drive::{Loop, ObjectSource, drive};
+    use crate::cluster::health::Health;
+    use crate::cluster::prestart::RoundRequest;
+    use std::time::Duration;
+    use tokio::sync::{Notify, mpsc, oneshot};
+
+    struct Fixed(Objects);
+    impl ObjectSource for Fixed {
+        fn snapshot(&self) -> Objects {
+            self.0.clone()
+        }
+    }
+    /// A [`Recorder`] that says when it recorded.
+    #[derive(Default)]
+    struct Told(Recorder, Notify);
+    #[tonic::async_trait]
+    impl ApiSink for Told {
+        async fn write(&self, write: &ApiWrite) -> Result<(), ActError> {
+            self.0.write(write).await?;
+            self.1.notify_one();
+            Ok(())
+        }
+    }
+
+    let (backend, high) =
+        Backend::sim(Profile::Current, &[(R0.to_owned(), 16 << 30)]).expect("sim");
+    let cfg = RoundConfig {
+        scan_root: CgroupPath::root(),
+        high,
+        thresholds: PressureThresholds::default(),
+    };
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (inventory, _) = watch::channel(Inventory::default());
+    let agent = Agent::new(
+        "n1".into(),
+        backend,
+        cfg,
+        Metrics::register(&mut registry),
+        inventory,
+    );
+    let node_rounds = || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        (text.lines())
+            .find_map(|l| l.strip_prefix("kube_dmem_agent_round_duration_seconds_count "))
+            .map(str::to_owned)
+    };
+    let objects = Fixed(Objects {
+        pods: vec![Arc::new(pod("train-0", UID, "1Gi", "Running"))],
+        quotas: vec![quota()],
+        ..Objects::default()
+    });
+    let sink = Told::default();
+    let (requests, rounds) = mpsc::channel(4);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let parts = Loop {
+        agent,
+        objects: &objects,
+        sink: &sink,
+        trigger: Arc::new(Notify::new()),
+        new_cgroup: Arc::new(CgroupSignal::default()),
+        rounds,
+        kubelet: None,
+        dra: None,
+        poll_interval: Duration::from_secs(3600),
+        near_poll_interval: crate::cluster::drive::NEAR_POLL,
+        resync: Duration::from_secs(3600),
+        health: Arc::new(Health::default()),
+    };
+    let test = async {
+        let (reply, answer) = oneshot::channel();
+        let request = RoundRequest {
+            pod: ("ml".into(), "train-0".into()),
+            hint: None,
+            reply,
+        };
+        requests.send(request).await.expect("loop");
+        let outcome = answer.await.expect("answered");
+        assert_eq!(outcome, Some(crate::round::LimitsOutcome::Applied));
+        // The clock is paused: the node round, 100 ms after the pod's own, cannot have run
+        // before the loop goes idle, which it does only after the writes it owes.
+        loop {
+            let writes = sink.0.0.lock().expect("lock").clone();
+            if let Some(applied) = condition(&writes, POD_CONDITION_VRAM_LIMITS_APPLIED) {
+                assert_eq!(applied, ("True", "Applied"));
+                break;
+            }
+            sink.1.notified().await;
+        }
+        assert_eq!(node_rounds().as_deref(), Some("0"), "no node round yet");
+        // Then the node round owed after a pod's own round (pressure, ancestors) runs.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(node_rounds().as_deref(), Some("1"));
+        stop.cancel();
+    };
+    tokio::join!(drive(parts, stop.clone()), test);
+}
