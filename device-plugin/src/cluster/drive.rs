@@ -181,40 +181,33 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
             (None, None) if cgroup_appeared => settling.unsettled(&snapshot),
             _ => BTreeSet::new(),
         };
-        let sides = Sides {
-            kubelet: kubelet.as_ref(),
-            dra: dra.as_ref(),
+        let mut urgent = Urgent {
+            kernel: &kernel,
+            objects,
+            rounds: &mut rounds,
+            new_cgroup: &new_cgroup,
+            sides: Sides {
+                kubelet: kubelet.as_ref(),
+                dra: dra.as_ref(),
+            },
+            grants: &mut grants,
+            settling: &mut settling,
         };
-        let grants_now = sides
-            .grants_for(&snapshot, &focus, near_poll, &mut grants)
-            .await;
-        if !focus.is_empty() {
-            let focused = settling
-                .settle(&kernel, &snapshot, grants_now.as_ref(), &focus, &new_cgroup)
-                .await;
-            if let Some(report) = focused {
-                if let Some(req) = pending {
-                    let _ = req.reply.send(outcome_of(&report, &req.pod));
-                }
-                // Their conditions now, not at the node round, serving other pods meanwhile.
-                let mut urgent = Urgent {
-                    kernel: &kernel,
-                    objects,
-                    rounds: &mut rounds,
-                    new_cgroup: &new_cgroup,
-                    sides,
-                    grants: &mut grants,
-                    settling: &mut settling,
-                };
-                let stuck = urgent.report_settled(&mut agent, sink).await;
-                for req in stuck {
-                    // Its pod's round failed: the requester asks again.
-                    let _ = req.reply.send(None);
-                }
-                continue;
+        // On failure the node round below tries again and answers.
+        if !focus.is_empty()
+            && let Some(report) = urgent.settle(&snapshot, &focus).await
+        {
+            if let Some(req) = pending {
+                let _ = req.reply.send(outcome_of(&report, &req.pod));
             }
-            // Failed: the node round below tries again and answers.
+            // Their conditions now, not at the node round, serving other pods meanwhile.
+            for req in urgent.report_settled(&mut agent, sink).await {
+                // Its pod's round failed: the requester asks again.
+                let _ = req.reply.send(None);
+            }
+            continue;
         }
+        let grants_now = urgent.grants_for_node(&snapshot, near_poll).await;
         if near_poll {
             next_near_poll = None;
             match agent
@@ -241,16 +234,7 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
             }
             continue;
         }
-        settling.node_round_starts();
-        let mut urgent = Urgent {
-            kernel: &kernel,
-            objects,
-            rounds: &mut rounds,
-            new_cgroup: &new_cgroup,
-            sides,
-            grants: &mut grants,
-            settling: &mut settling,
-        };
+        urgent.settling.node_round_starts();
         // The node round holds the kernel for every pod, then writes to the API; a pod whose
         // container waits, or whose cgroup appears meanwhile, is settled in between (the kernel
         // round runs it between two of its pods), not after it. Requests whose pod's round
@@ -441,6 +425,14 @@ impl Urgent<'_> {
         }
     }
 
+    /// The grants for a round of every pod (a near poll keeps the last ones).
+    async fn grants_for_node(&mut self, objects: &Objects, near_poll: bool) -> Option<Grants> {
+        (self.sides)
+            .grants_for(objects, &BTreeSet::new(), near_poll, self.grants)
+            .await
+    }
+
+    /// Runs a pods round for `focus` with the grants it needs.
     async fn settle(&mut self, objects: &Objects, focus: &BTreeSet<String>) -> Option<RoundReport> {
         let grants = (self.sides)
             .grants_for(objects, focus, false, self.grants)

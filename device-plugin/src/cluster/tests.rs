@@ -63,6 +63,11 @@ fn pod(name: &str, uid: &str, usage: &str, phase: &str) -> Pod {
 }
 
 fn agent() -> Agent {
+    agent_in(&mut prometheus_client::registry::Registry::default())
+}
+
+/// An agent over the simulator with its metrics in `registry`.
+fn agent_in(registry: &mut prometheus_client::registry::Registry) -> Agent {
     let (backend, high) =
         Backend::sim(Profile::Current, &[(R0.to_owned(), 16 << 30)]).expect("sim");
     let cfg = RoundConfig {
@@ -70,13 +75,12 @@ fn agent() -> Agent {
         high,
         thresholds: PressureThresholds::default(),
     };
-    let mut registry = prometheus_client::registry::Registry::default();
     let (inventory, _) = watch::channel(Inventory::default());
     Agent::new(
         "n1".into(),
         backend,
         cfg,
-        Metrics::register(&mut registry),
+        Metrics::register(registry),
         inventory,
     )
 }
@@ -742,22 +746,8 @@ async fn a_pod_asked_for_shows_its_limits_applied_before_any_node_round() {
         }
     }
 
-    let (backend, high) =
-        Backend::sim(Profile::Current, &[(R0.to_owned(), 16 << 30)]).expect("sim");
-    let cfg = RoundConfig {
-        scan_root: CgroupPath::root(),
-        high,
-        thresholds: PressureThresholds::default(),
-    };
     let mut registry = prometheus_client::registry::Registry::default();
-    let (inventory, _) = watch::channel(Inventory::default());
-    let agent = Agent::new(
-        "n1".into(),
-        backend,
-        cfg,
-        Metrics::register(&mut registry),
-        inventory,
-    );
+    let agent = agent_in(&mut registry);
     let node_rounds = || {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");

@@ -76,6 +76,18 @@ fn quota(max: &str) -> QuotaFacts {
     quota_facts([q].iter()).0.remove(0)
 }
 
+/// A quota with `max` 4Gi and `low` 1Gi, so the pods' ancestors get protection.
+fn protecting_quota() -> Vec<QuotaFacts> {
+    let q: DmemQuota = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-dmem.io/v1alpha1", "kind": "DmemQuota",
+        "metadata": {"name": "q", "namespace": "ml", "uid": "quid"},
+        "spec": {"selector": {"matchLabels": {"app": "train"}},
+                 "limits": [{"region": R0, "max": "4Gi", "low": "1Gi"}]}
+    }))
+    .expect("quota");
+    quota_facts([q].iter()).0
+}
+
 fn max_in_force(fs: &SimCgroups) -> DmemValue {
     read_values(fs, &path(POD), CgroupFile::DmemMax)
         .expect("dmem.max")
@@ -312,14 +324,7 @@ fn a_pods_round_settles_its_pods_alone_and_leaves_the_node_to_the_node_round() {
         uid: "1c6b5f3a-4d2e-4f6a-9bac-1d2e3f4a5b6c".into(),
         ..pod()
     };
-    let q: DmemQuota = serde_json::from_value(serde_json::json!({
-        "apiVersion": "kube-dmem.io/v1alpha1", "kind": "DmemQuota",
-        "metadata": {"name": "q", "namespace": "ml", "uid": "quid"},
-        "spec": {"selector": {"matchLabels": {"app": "train"}},
-                 "limits": [{"region": R0, "max": "4Gi", "low": "1Gi"}]}
-    }))
-    .expect("quota");
-    let quotas = quota_facts([q].iter()).0;
+    let quotas = protecting_quota();
     let low_of = |group: &str| {
         read_values(&fs, &path(group), CgroupFile::DmemLow)
             .expect("dmem.low")
@@ -418,14 +423,7 @@ fn a_node_round_gives_way_to_pods_rounds_and_takes_in_what_they_settled() {
         uid: "1c6b5f3a-4d2e-4f6a-9bac-1d2e3f4a5b6c".into(),
         ..pod()
     };
-    let q: DmemQuota = serde_json::from_value(serde_json::json!({
-        "apiVersion": "kube-dmem.io/v1alpha1", "kind": "DmemQuota",
-        "metadata": {"name": "q", "namespace": "ml", "uid": "quid"},
-        "spec": {"selector": {"matchLabels": {"app": "train"}},
-                 "limits": [{"region": R0, "max": "4Gi", "low": "1Gi"}]}
-    }))
-    .expect("quota");
-    let quotas = quota_facts([q].iter()).0;
+    let quotas = protecting_quota();
     let none = BadInputs::default();
     let read = |group: &str, file| {
         read_values(&fs, &path(group), file)
