@@ -1,6 +1,7 @@
 //! The `PreStartContainer` hook of cluster mode ([`AgentPreStart`]) against the real agent loop
 //! ([`drive`]) on the in-process simulator, with PodResources served by a small in-test double:
-//! the hook answers `Ok` only once the pod's limits are in the kernel, and otherwise a precise error.
+//! the hook answers `Ok` only once the pod's limits are in the kernel, and otherwise a precise error;
+//! and the loop answers a held creation while a kubelet slow to list its pods holds the node round.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use kube_dmem_device_plugin::cluster::agent::Agent;
 use kube_dmem_device_plugin::cluster::api::{ActError, ApiSink, ApiWrite};
 use kube_dmem_device_plugin::cluster::backend::Backend;
 use kube_dmem_device_plugin::cluster::cgroup_watch;
-use kube_dmem_device_plugin::cluster::drive::{Loop, ObjectSource, drive};
+use kube_dmem_device_plugin::cluster::drive::{KubeletSide, Loop, ObjectSource, drive};
 use kube_dmem_device_plugin::cluster::health::Health;
 use kube_dmem_device_plugin::cluster::objects::Objects;
 use kube_dmem_device_plugin::cluster::prestart::{AgentPreStart, RETRY, RoundRequest};
@@ -313,4 +314,77 @@ async fn unknown_device_ids_are_pod_not_found() {
         other => panic!("expected PodNotFound, got {other:?}"),
     }
     node.stop().await;
+}
+
+/// A creation held by the runtime (an NRI request for a pod without units) is answered while the
+/// node round waits for a kubelet slow to list its pods: that wait must not hold containers.
+#[tokio::test]
+async fn a_held_creation_is_answered_while_the_kubelet_is_slow_to_list() {
+    let regions = vec![(REGION.to_owned(), 4 * GIB)];
+    let (backend, high) = Backend::sim(Profile::Current, &regions).expect("sim");
+    let round_cfg = RoundConfig {
+        scan_root: CgroupPath::root(),
+        high,
+        thresholds: PressureThresholds::default(),
+    };
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (inventory, inventory_rx) = watch::channel(Inventory::default());
+    let agent = Agent::new(
+        "node".into(),
+        backend,
+        round_cfg,
+        Metrics::register(&mut registry),
+        inventory,
+    );
+    let cluster: &'static Cluster = Box::leak(Box::new(Cluster {
+        pods: vec![Arc::new(pod())],
+        quotas: vec![quota()],
+    }));
+    let stop = CancellationToken::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("kubelet.sock");
+    let kubelet = PodResourcesDouble::start(&socket, stop.clone());
+    kubelet.stall(true);
+    let called = kubelet.list_called();
+    let (rounds_tx, rounds) = mpsc::channel(16);
+    let trigger = Arc::new(Notify::new());
+    let parts = Loop {
+        agent,
+        objects: cluster,
+        sink: cluster,
+        trigger: Arc::clone(&trigger),
+        new_cgroup: Arc::new(cgroup_watch::CgroupSignal::default()),
+        rounds,
+        kubelet: Some(KubeletSide {
+            pod_resources: PodResourcesClient::new(&socket).with_timeout(Duration::from_secs(30)),
+            inventory: inventory_rx,
+        }),
+        dra: None,
+        poll_interval: Duration::from_secs(3600),
+        near_poll_interval: kube_dmem_device_plugin::cluster::drive::NEAR_POLL,
+        resync: Duration::from_secs(3600),
+        health: Arc::new(Health::default()),
+    };
+    let agent_loop = tokio::spawn(drive(parts, stop.clone()));
+    // A pod change: the node round starts by listing the kubelet's pods, which hangs.
+    trigger.notify_one();
+    called.await;
+    let (reply, answer) = oneshot::channel();
+    rounds_tx
+        .send(RoundRequest {
+            pod: (NS.to_owned(), NAME.to_owned()),
+            hint: None,
+            reply,
+        })
+        .await
+        .expect("agent loop");
+    let outcome = tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .expect("answered while the listing hangs")
+        .expect("round");
+    assert_eq!(outcome, Some(LimitsOutcome::Applied));
+    assert_eq!(kubelet.answered(), 0, "the listing still hangs");
+    kubelet.stall(false);
+    stop.cancel();
+    agent_loop.await.expect("agent loop");
 }

@@ -207,7 +207,7 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
             }
             continue;
         }
-        let grants_now = urgent.grants_for_node(&snapshot, near_poll).await;
+        let (grants_now, mut deferred) = urgent.grants_for_node(&snapshot, near_poll).await;
         if near_poll {
             next_near_poll = None;
             match agent
@@ -239,9 +239,10 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
         // container waits, or whose cgroup appears meanwhile, is settled in between (the kernel
         // round runs it between two of its pods), not after it. Requests whose pod's round
         // failed meanwhile are answered from the node round's report.
-        let (result, mut deferred) = urgent
+        let (result, stuck) = urgent
             .serve_while(agent.round(&snapshot, grants_now.as_ref(), sink, Timestamp::now()))
             .await;
+        deferred.extend(stuck);
         deferred.extend(urgent.report_settled(&mut agent, sink).await);
         match &result {
             Ok(report) => {
@@ -425,11 +426,25 @@ impl Urgent<'_> {
         }
     }
 
-    /// The grants for a round of every pod (a near poll keeps the last ones).
-    async fn grants_for_node(&mut self, objects: &Objects, near_poll: bool) -> Option<Grants> {
-        (self.sides)
-            .grants_for(objects, &BTreeSet::new(), near_poll, self.grants)
-            .await
+    /// The grants for a round of every pod (a near poll keeps the last ones). PodResources is
+    /// asked while waiting pods are served: a kubelet slow to answer (seconds on a loaded node)
+    /// must not hold the creations the runtime is waiting on. Returns the grants and the requests
+    /// whose pod's round failed meanwhile.
+    async fn grants_for_node(
+        &mut self,
+        objects: &Objects,
+        near_poll: bool,
+    ) -> (Option<Grants>, Vec<RoundRequest>) {
+        let mut stuck = Vec::new();
+        if let Some(k) = self.sides.kubelet.filter(|_| !near_poll) {
+            // A pods round meanwhile may refresh them too; this listing is the newer.
+            let listing =
+                refresh_grants(&k.pod_resources, objects, &k.inventory, self.grants.clone());
+            let (fresh, failed) = self.serve_while(listing).await;
+            *self.grants = fresh;
+            stuck = failed;
+        }
+        (self.sides.merged(self.grants), stuck)
     }
 
     /// Runs a pods round for `focus` with the grants it needs.
@@ -490,6 +505,11 @@ impl Sides<'_> {
         if let Some(k) = self.kubelet.filter(|_| needs_grants) {
             *grants = refresh_grants(&k.pod_resources, snapshot, &k.inventory, grants.take()).await;
         }
+        self.merged(grants)
+    }
+
+    /// The kubelet's `grants` with the prepared claims' added.
+    fn merged(self, grants: &Option<Grants>) -> Option<Grants> {
         match self.dra {
             Some(d) => Some(with_claims(grants.as_ref(), &d.claims)),
             None => grants.clone(),

@@ -1,6 +1,6 @@
 //! A kubelet PodResources `List` served from a table over a real unix socket, for tests of the
 //! agent loop and its hooks. Only `List` is served; it can be told to refuse calls, as a kubelet
-//! that is restarting does.
+//! that is restarting does, or to hold them, as a kubelet on a loaded node does.
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -25,6 +25,10 @@ pub struct PodResourcesDouble {
     table: Arc<Mutex<Vec<PodResources>>>,
     refusing: Arc<AtomicBool>,
     answered: Arc<AtomicUsize>,
+    /// While `true`, `List` calls wait.
+    stalled: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Told of every `List` call as it arrives.
+    called: Arc<tokio::sync::Notify>,
 }
 
 impl PodResourcesDouble {
@@ -49,6 +53,16 @@ impl PodResourcesDouble {
         self.refusing.store(refusing, Ordering::SeqCst);
     }
 
+    /// Whether `List` calls wait (from now on) or go on (those waiting too).
+    pub fn stall(&self, stalled: bool) {
+        self.stalled.send_replace(stalled);
+    }
+
+    /// Waits until a `List` call arrives.
+    pub async fn list_called(&self) {
+        self.called.notified().await;
+    }
+
     /// How many `List` calls got an answer.
     pub fn answered(&self) -> usize {
         self.answered.load(Ordering::SeqCst)
@@ -61,6 +75,9 @@ impl PodResourcesLister for PodResourcesDouble {
         &self,
         _request: Request<ListPodResourcesRequest>,
     ) -> Result<Response<ListPodResourcesResponse>, Status> {
+        self.called.notify_one();
+        let mut stalled = self.stalled.subscribe();
+        let _ = stalled.wait_for(|stalled| !*stalled).await;
         if self.refusing.load(Ordering::SeqCst) {
             return Err(Status::unavailable("the kubelet is restarting"));
         }
