@@ -98,6 +98,65 @@ fn pod_cgroup() -> CgroupPath {
     expected_pod_cgroup(CgroupDriver::Systemd, "/", QosClass::BestEffort, UID).expect("path")
 }
 
+/// The agent loop over the simulator with [`pod`] and [`quota`], until `stop`: rounds run on a
+/// request or on `trigger`, never on a poll or resync within a test. With `pod_resources`, the
+/// loop lists the kubelet's pods before each node round.
+fn spawn_loop(
+    pod_resources: Option<PodResourcesClient>,
+    trigger: Arc<Notify>,
+    stop: &CancellationToken,
+) -> (
+    SimCgroups,
+    mpsc::Sender<RoundRequest>,
+    tokio::task::JoinHandle<()>,
+) {
+    let regions = vec![(REGION.to_owned(), 4 * GIB)];
+    let (backend, high) = Backend::sim(Profile::Current, &regions).expect("sim");
+    let fs: SimCgroups = match &backend {
+        Backend::Sim { fs, .. } => fs.clone(),
+        _ => unreachable!("a simulator backend"),
+    };
+    let round_cfg = RoundConfig {
+        scan_root: CgroupPath::root(),
+        high,
+        thresholds: PressureThresholds::default(),
+    };
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (inventory, inventory_rx) = watch::channel(Inventory::default());
+    let agent = Agent::new(
+        "node".into(),
+        backend,
+        round_cfg,
+        Metrics::register(&mut registry),
+        inventory,
+    );
+    // Leaked: the loop borrows the store for its whole life, as `run` borrows its caches.
+    let cluster: &'static Cluster = Box::leak(Box::new(Cluster {
+        pods: vec![Arc::new(pod())],
+        quotas: vec![quota()],
+    }));
+    let (rounds_tx, rounds) = mpsc::channel(16);
+    let parts = Loop {
+        agent,
+        objects: cluster,
+        sink: cluster,
+        trigger,
+        new_cgroup: Arc::new(cgroup_watch::CgroupSignal::default()),
+        rounds,
+        kubelet: pod_resources.map(|pod_resources| KubeletSide {
+            pod_resources,
+            inventory: inventory_rx,
+        }),
+        dra: None,
+        poll_interval: Duration::from_secs(3600),
+        near_poll_interval: kube_dmem_device_plugin::cluster::drive::NEAR_POLL,
+        resync: Duration::from_secs(3600),
+        health: Arc::new(Health::default()),
+    };
+    let agent_loop = tokio::spawn(drive(parts, stop.clone()));
+    (fs, rounds_tx, agent_loop)
+}
+
 /// The device IDs of units 0 and 1 of [`REGION`], as the plugin advertises them.
 fn device_ids() -> Vec<String> {
     let capacity: BTreeMap<String, u64> = [(REGION.to_owned(), 4 * GIB)].into_iter().collect();
@@ -138,49 +197,9 @@ struct Node {
 impl Node {
     /// The simulated kubelet ([`Backend::Sim`]) makes the pod's cgroup in the first round.
     fn start() -> Self {
-        let regions = vec![(REGION.to_owned(), 4 * GIB)];
-        let (backend, high) = Backend::sim(Profile::Current, &regions).expect("sim");
-        let fs: SimCgroups = match &backend {
-            Backend::Sim { fs, .. } => fs.clone(),
-            _ => unreachable!("a simulator backend"),
-        };
-        let round_cfg = RoundConfig {
-            scan_root: CgroupPath::root(),
-            high,
-            thresholds: PressureThresholds::default(),
-        };
-        let mut registry = prometheus_client::registry::Registry::default();
-        let (inventory, _inventory_rx) = watch::channel(Inventory::default());
-        let agent = Agent::new(
-            "node".into(),
-            backend,
-            round_cfg,
-            Metrics::register(&mut registry),
-            inventory,
-        );
-        // Leaked: the loop borrows the store for its whole life, as `run` borrows its caches.
-        let cluster: &'static Cluster = Box::leak(Box::new(Cluster {
-            pods: vec![Arc::new(pod())],
-            quotas: vec![quota()],
-        }));
-        let (rounds_tx, rounds) = mpsc::channel(16);
         let stop = CancellationToken::new();
-        // Rounds run on the hook's request only: no poll or resync within a test.
-        let parts = Loop {
-            agent,
-            objects: cluster,
-            sink: cluster,
-            trigger: Arc::new(Notify::new()),
-            new_cgroup: Arc::new(cgroup_watch::CgroupSignal::default()),
-            rounds,
-            kubelet: None,
-            dra: None,
-            poll_interval: Duration::from_secs(3600),
-            near_poll_interval: kube_dmem_device_plugin::cluster::drive::NEAR_POLL,
-            resync: Duration::from_secs(3600),
-            health: Arc::new(Health::default()),
-        };
-        let agent_loop = tokio::spawn(drive(parts, stop.clone()));
+        // Rounds run on the hook's request only.
+        let (fs, rounds_tx, agent_loop) = spawn_loop(None, Arc::new(Notify::new()), &stop);
 
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("kubelet.sock");
@@ -320,52 +339,15 @@ async fn unknown_device_ids_are_pod_not_found() {
 /// node round waits for a kubelet slow to list its pods: that wait must not hold containers.
 #[tokio::test]
 async fn a_held_creation_is_answered_while_the_kubelet_is_slow_to_list() {
-    let regions = vec![(REGION.to_owned(), 4 * GIB)];
-    let (backend, high) = Backend::sim(Profile::Current, &regions).expect("sim");
-    let round_cfg = RoundConfig {
-        scan_root: CgroupPath::root(),
-        high,
-        thresholds: PressureThresholds::default(),
-    };
-    let mut registry = prometheus_client::registry::Registry::default();
-    let (inventory, inventory_rx) = watch::channel(Inventory::default());
-    let agent = Agent::new(
-        "node".into(),
-        backend,
-        round_cfg,
-        Metrics::register(&mut registry),
-        inventory,
-    );
-    let cluster: &'static Cluster = Box::leak(Box::new(Cluster {
-        pods: vec![Arc::new(pod())],
-        quotas: vec![quota()],
-    }));
     let stop = CancellationToken::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("kubelet.sock");
     let kubelet = PodResourcesDouble::start(&socket, stop.clone());
     kubelet.stall(true);
     let called = kubelet.list_called();
-    let (rounds_tx, rounds) = mpsc::channel(16);
     let trigger = Arc::new(Notify::new());
-    let parts = Loop {
-        agent,
-        objects: cluster,
-        sink: cluster,
-        trigger: Arc::clone(&trigger),
-        new_cgroup: Arc::new(cgroup_watch::CgroupSignal::default()),
-        rounds,
-        kubelet: Some(KubeletSide {
-            pod_resources: PodResourcesClient::new(&socket).with_timeout(Duration::from_secs(30)),
-            inventory: inventory_rx,
-        }),
-        dra: None,
-        poll_interval: Duration::from_secs(3600),
-        near_poll_interval: kube_dmem_device_plugin::cluster::drive::NEAR_POLL,
-        resync: Duration::from_secs(3600),
-        health: Arc::new(Health::default()),
-    };
-    let agent_loop = tokio::spawn(drive(parts, stop.clone()));
+    let client = PodResourcesClient::new(&socket).with_timeout(Duration::from_secs(30));
+    let (_fs, rounds_tx, agent_loop) = spawn_loop(Some(client), Arc::clone(&trigger), &stop);
     // A pod change: the node round starts by listing the kubelet's pods, which hangs.
     trigger.notify_one();
     called.await;

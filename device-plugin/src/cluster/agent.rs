@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube_dmem_crds::regions::format_regions;
 use kube_dmem_crds::select::QuotaRef;
@@ -181,12 +182,12 @@ impl Agent {
     /// `VRAMLimitsApplied` without waiting for the node round.
     pub async fn report_pods(
         &mut self,
-        objects: &Objects,
+        pods: &[Arc<Pod>],
         report: &RoundReport,
         sink: &dyn ApiSink,
         now: Timestamp,
     ) {
-        let writes = self.plan_writes(report, &objects.pods, now, true);
+        let writes = self.plan_writes(report, pods, now, true);
         self.perform(writes, sink).await;
     }
 
@@ -209,7 +210,7 @@ impl Agent {
     fn plan_writes(
         &mut self,
         report: &RoundReport,
-        pods: &[Arc<k8s_openapi::api::core::v1::Pod>],
+        pods: &[Arc<Pod>],
         now: Timestamp,
         partial: bool,
     ) -> Vec<ApiWrite> {

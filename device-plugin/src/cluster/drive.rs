@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -306,8 +307,9 @@ struct Settling {
     meanwhile: BTreeSet<String>,
     /// When the node round owed after a pods round is due.
     node_round_due: Option<tokio::time::Instant>,
-    /// Pods rounds whose conditions are not written yet, with the objects they ran on.
-    unreported: Vec<(Objects, RoundReport)>,
+    /// Pods rounds whose conditions are not written yet, with the pods they ran on (their
+    /// conditions as the API had them).
+    unreported: Vec<(Vec<Arc<Pod>>, RoundReport)>,
 }
 
 impl Settling {
@@ -340,7 +342,7 @@ impl Settling {
                 // Pressure and the ancestors' protection come from a node round.
                 self.node_round_due
                     .get_or_insert(tokio::time::Instant::now() + DEBOUNCE);
-                self.unreported.push((objects.clone(), report.clone()));
+                self.unreported.push((objects.pods.clone(), report.clone()));
                 Some(report)
             }
             Err(err) => {
@@ -468,8 +470,8 @@ impl Urgent<'_> {
     async fn report_settled(&mut self, agent: &mut Agent, sink: &dyn ApiSink) -> Vec<RoundRequest> {
         let mut stuck = Vec::new();
         // Those settled while these writes go out wait for the next turn or the node round.
-        for (objects, report) in std::mem::take(&mut self.settling.unreported) {
-            let write = agent.report_pods(&objects, &report, sink, Timestamp::now());
+        for (pods, report) in std::mem::take(&mut self.settling.unreported) {
+            let write = agent.report_pods(&pods, &report, sink, Timestamp::now());
             stuck.extend(self.serve_while(write).await.1);
         }
         stuck
