@@ -40,6 +40,8 @@ struct Recorder {
     /// `(cgroup, file, errno)`; no cgroup matches any.
     faults: Vec<(Option<CgroupPath>, CgroupFile, i32)>,
     writes: VecDeque<RecordedWrite>,
+    /// Directories listed (`children` calls), so tests can tell a lookup from a scan.
+    listings: usize,
 }
 
 /// The simulator backend. Cheap to clone; clones share one kernel, one write log and the faults.
@@ -84,6 +86,11 @@ impl SimCgroups {
     /// The writes seen so far (the most recent 1024), oldest first.
     pub fn writes(&self) -> Vec<RecordedWrite> {
         self.recorder().writes.iter().cloned().collect()
+    }
+
+    /// How many directories were listed so far.
+    pub fn listings(&self) -> usize {
+        self.recorder().listings
     }
 
     /// The recorder holds plain lists that stay consistent even if a holder panicked, so a poisoned
@@ -218,6 +225,7 @@ impl CgroupFs for SimCgroups {
     }
 
     fn children(&self, group: &CgroupPath) -> Result<Vec<String>, CgroupError> {
+        self.recorder().listings += 1;
         let path = || PathBuf::from(group.as_str());
         let kernel = self.lock(path)?;
         kernel

@@ -14,9 +14,8 @@ use kube_dmem_sim::{Profile, SimConfig};
 use super::waiting::{Between, Waiting};
 use crate::cgroup::probe::{KernelProfile, decide, probe};
 use crate::cgroup::{CgroupError, CgroupPath, SimCgroups, SysfsCgroups};
-use crate::decide::foreign::Written;
 use crate::round::{
-    BadInputs, LimitsOutcome, PodReport, RoundConfig, RoundReport, Scope,
+    BadInputs, LimitsOutcome, Memory, PodReport, RoundConfig, RoundReport, Scope,
     run_node_round_giving_way, run_scoped_round,
 };
 use crate::standalone::sim_node::{SimNode, SimNodeError};
@@ -136,7 +135,7 @@ impl Backend {
     }
 
     /// Runs the pods rounds in `waiting`, each answered on its job's channel.
-    pub fn settle_waiting(&mut self, cfg: &RoundConfig, written: &mut Written, waiting: &Waiting) {
+    pub fn settle_waiting(&mut self, cfg: &RoundConfig, memory: &mut Memory, waiting: &Waiting) {
         for job in waiting.take() {
             let report = self.round(
                 cfg,
@@ -144,7 +143,7 @@ impl Backend {
                 &job.facts,
                 &job.quotas,
                 &job.invalid,
-                written,
+                memory,
                 Scope::Pods,
                 waiting,
             );
@@ -166,28 +165,28 @@ impl Backend {
         facts: &[PodFacts],
         quotas: &[QuotaFacts],
         invalid: &BadInputs,
-        written: &mut Written,
+        memory: &mut Memory,
         scope: Scope,
         waiting: &Waiting,
     ) -> Result<RoundReport, BackendError> {
         match self {
             Backend::Sysfs(fs) if scope == Scope::Node => {
                 let mut between = Between { waiting, cfg };
-                run_node_round_giving_way(fs, cfg, facts, quotas, invalid, written, &mut between)
+                run_node_round_giving_way(fs, cfg, facts, quotas, invalid, memory, &mut between)
                     .map_err(BackendError::Round)
             }
-            Backend::Sysfs(fs) => run_scoped_round(fs, cfg, facts, quotas, invalid, written, scope)
+            Backend::Sysfs(fs) => run_scoped_round(fs, cfg, facts, quotas, invalid, memory, scope)
                 .map_err(BackendError::Round),
             Backend::Sim { node, fs } => {
                 let pods: Vec<Pod> = pods.iter().map(|p| p.as_ref().clone()).collect();
                 node.sync_pods(&pods).map_err(BackendError::SimNode)?;
-                let before = run_scoped_round(fs, cfg, facts, quotas, invalid, written, scope)
+                let before = run_scoped_round(fs, cfg, facts, quotas, invalid, memory, scope)
                     .map_err(BackendError::Round)?;
                 if scope == Scope::Pods {
                     return Ok(before);
                 }
                 node.run_workloads(&pods).map_err(BackendError::SimNode)?;
-                let mut after = run_scoped_round(fs, cfg, facts, quotas, invalid, written, scope)
+                let mut after = run_scoped_round(fs, cfg, facts, quotas, invalid, memory, scope)
                     .map_err(BackendError::Round)?;
                 after.writes += before.writes;
                 Ok(after)

@@ -13,12 +13,11 @@ use tracing::warn;
 use super::backend::{Backend, BackendError};
 use super::waiting::{SettleJob, Waiting};
 use crate::cluster::objects::Objects;
-use crate::decide::foreign::Written;
 use crate::decide::inputs::{LastValid, RoundInputs, keep_last_valid, round_inputs};
 use crate::kubelet::decide::grants::Grants;
 use crate::kubelet::decide::inventory::Inventory;
 use crate::metrics::Metrics;
-use crate::round::{RoundConfig, RoundReport, Scope};
+use crate::round::{Memory, RoundConfig, RoundReport, Scope};
 
 /// Why a round failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +47,8 @@ pub struct Kernel {
     unavailable: Option<String>,
     cfg: RoundConfig,
     metrics: Metrics,
-    /// What the rounds wanted and saw in force, to tell other writers' values from ours.
-    written: Arc<Mutex<Written>>,
+    /// What the rounds remember of the node: what they wrote, where the pods' cgroups are.
+    memory: Arc<Mutex<Memory>>,
     /// Pods rounds waiting for the kernel.
     waiting: Arc<Waiting>,
     /// The last valid spec of every quota, kept in force while its current spec is invalid.
@@ -77,7 +76,7 @@ impl Kernel {
             unavailable,
             cfg,
             metrics,
-            written: Arc::default(),
+            memory: Arc::default(),
             waiting: Arc::default(),
             last_valid: Mutex::default(),
             inventory,
@@ -126,24 +125,24 @@ impl Kernel {
             Scope::Pods
         };
         let backend = Arc::clone(&self.backend);
-        let written = Arc::clone(&self.written);
+        let memory = Arc::clone(&self.memory);
         let waiting = Arc::clone(&self.waiting);
         let cfg = self.cfg.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut backend = backend.lock().map_err(|_| RoundError::Task)?;
-            let mut written = written.lock().map_err(|_| RoundError::Task)?;
+            let mut memory = memory.lock().map_err(|_| RoundError::Task)?;
             let report = backend.round(
                 &cfg,
                 &job.pods,
                 &job.facts,
                 &job.quotas,
                 &job.invalid,
-                &mut written,
+                &mut memory,
                 scope,
                 &waiting,
             );
             // What queued too late for this round's last pod runs now, not after another wait.
-            backend.settle_waiting(&cfg, &mut written, &waiting);
+            backend.settle_waiting(&cfg, &mut memory, &waiting);
             report.map_err(RoundError::Backend)
         })
         .await
@@ -169,7 +168,7 @@ impl Kernel {
         self.waiting.push(self.job(&inputs, Some(uids), reply));
         // Runs it unless a node round takes it first; then this finds the queue empty.
         let backend = Arc::clone(&self.backend);
-        let written = Arc::clone(&self.written);
+        let memory = Arc::clone(&self.memory);
         let waiting = Arc::clone(&self.waiting);
         let cfg = self.cfg.clone();
         drop(tokio::task::spawn_blocking(move || {
@@ -177,10 +176,10 @@ impl Kernel {
             let Ok(mut backend) = backend.lock() else {
                 return waiting.fail_all(poisoned);
             };
-            let Ok(mut written) = written.lock() else {
+            let Ok(mut memory) = memory.lock() else {
                 return waiting.fail_all(poisoned);
             };
-            backend.settle_waiting(&cfg, &mut written, &waiting);
+            backend.settle_waiting(&cfg, &mut memory, &waiting);
         }));
         let result = match answer.await {
             Ok(report) => report.map_err(RoundError::Backend),

@@ -13,8 +13,7 @@ use tokio::sync::oneshot;
 
 use super::backend::BackendError;
 use crate::cgroup::CgroupFs;
-use crate::decide::foreign::Written;
-use crate::round::{BadInputs, GaveWay, GiveWay, RoundConfig, RoundReport, settle_between};
+use crate::round::{BadInputs, GaveWay, GiveWay, Memory, RoundConfig, RoundReport, settle_between};
 
 /// One pods round to run, with where its report goes.
 pub struct SettleJob {
@@ -60,7 +59,7 @@ impl Waiting {
 }
 
 /// The node round's side: between two of its pods it runs what waits, on its own kernel handle
-/// and memory of writes.
+/// and memory.
 pub struct Between<'a> {
     /// The queue.
     pub waiting: &'a Waiting,
@@ -69,11 +68,11 @@ pub struct Between<'a> {
 }
 
 impl GiveWay for Between<'_> {
-    fn between_pods(&mut self, fs: &dyn CgroupFs, written: &mut Written) -> GaveWay {
+    fn between_pods(&mut self, fs: &dyn CgroupFs, memory: &mut Memory) -> GaveWay {
         let mut gave_way = GaveWay::default();
         for job in self.waiting.take() {
             let result =
-                settle_between(fs, self.cfg, &job.facts, &job.quotas, &job.invalid, written);
+                settle_between(fs, self.cfg, &job.facts, &job.quotas, &job.invalid, memory);
             match result {
                 Ok((report, settled)) => {
                     gave_way.absorb(settled);
@@ -159,14 +158,14 @@ mod tests {
             waiting: &waiting,
             cfg: &cfg,
         };
-        let mut written = Written::new();
+        let mut memory = Memory::default();
         assert!(
-            between.between_pods(&fs, &mut written).pods.is_empty(),
+            between.between_pods(&fs, &mut memory).pods.is_empty(),
             "nothing waits"
         );
         let (first, mut first_answer) = job(4 << 30);
         waiting.push(first);
-        let gave_way = between.between_pods(&fs, &mut written);
+        let gave_way = between.between_pods(&fs, &mut memory);
         let report = first_answer
             .try_recv()
             .expect("answered at once")

@@ -6,6 +6,7 @@
 //! and the standalone mode, so what a demo shows is what a node does.
 
 pub mod act;
+pub mod locate;
 pub mod observe;
 pub mod report;
 
@@ -22,6 +23,7 @@ use crate::decide::foreign::{self, Written};
 use crate::decide::limits::{ObservedPod, PodPlan, plan};
 use crate::decide::outcome::{Verdict, after_act, before_act};
 use crate::decide::pressure::PressureThresholds;
+use locate::PodCgroups;
 
 /// Settings of a round that do not change between rounds.
 #[derive(Clone, Debug)]
@@ -64,6 +66,16 @@ pub enum Scope {
     Pods,
 }
 
+/// What rounds remember of the node from one to the next.
+#[derive(Clone, Debug, Default)]
+pub struct Memory {
+    /// What the rounds wanted and saw in force, to tell other writers' values from their own
+    /// (see [`crate::decide::foreign`]).
+    pub written: Written,
+    /// Where the pods' cgroups are, so a pods round need not scan for them.
+    pub cgroups: PodCgroups,
+}
+
 /// Runs one round for `pods` under `quotas`: applies what differs, then reads usage for pressure.
 pub fn run_round(
     fs: &dyn CgroupFs,
@@ -71,37 +83,36 @@ pub fn run_round(
     pods: &[PodFacts],
     quotas: &[QuotaFacts],
 ) -> Result<RoundReport, CgroupError> {
-    let mut written = Written::new();
-    run_round_with(fs, cfg, pods, quotas, &BadInputs::default(), &mut written)
+    let mut memory = Memory::default();
+    run_round_with(fs, cfg, pods, quotas, &BadInputs::default(), &mut memory)
 }
 
-/// [`run_round`], with quotas whose current spec is invalid, and what earlier rounds wrote (so
-/// the round tells other writers' values from its own; see [`crate::decide::foreign`]).
+/// [`run_round`], with quotas whose current spec is invalid, and what earlier rounds remember.
 pub fn run_round_with(
     fs: &dyn CgroupFs,
     cfg: &RoundConfig,
     pods: &[PodFacts],
     quotas: &[QuotaFacts],
     invalid: &BadInputs,
-    written: &mut Written,
+    memory: &mut Memory,
 ) -> Result<RoundReport, CgroupError> {
-    run_scoped_round(fs, cfg, pods, quotas, invalid, written, Scope::Node)
+    run_scoped_round(fs, cfg, pods, quotas, invalid, memory, Scope::Node)
 }
 
 /// Pods rounds that cannot wait for a whole node round (a container held until its limits are in
 /// force): a node round calls [`GiveWay::between_pods`] after each pod it reads or settles, so
 /// such a round waits for one pod's reads or writes, not for every pod of the node.
 pub trait GiveWay {
-    /// Runs the pods rounds waiting now, if any, on `fs` with the node round's memory of writes
-    /// (each with [`settle_between`]), and says what they settled.
-    fn between_pods(&mut self, fs: &dyn CgroupFs, written: &mut Written) -> GaveWay;
+    /// Runs the pods rounds waiting now, if any, on `fs` with the node round's memory (each with
+    /// [`settle_between`]), and says what they settled.
+    fn between_pods(&mut self, fs: &dyn CgroupFs, memory: &mut Memory) -> GaveWay;
 }
 
 /// Nothing ever waits: the node round runs through.
 pub struct NoneWaiting;
 
 impl GiveWay for NoneWaiting {
-    fn between_pods(&mut self, _fs: &dyn CgroupFs, _written: &mut Written) -> GaveWay {
+    fn between_pods(&mut self, _fs: &dyn CgroupFs, _memory: &mut Memory) -> GaveWay {
         GaveWay::default()
     }
 }
@@ -113,12 +124,10 @@ impl GiveWay for NoneWaiting {
 pub struct GaveWay {
     /// The reports of the pods settled.
     pub pods: Vec<PodReport>,
-    /// The cgroups of the pods settled, whose ancestors the node round protects from their
-    /// files (a pod whose cgroup appeared after the node round's scan counts too).
+    /// The cgroups of the pods settled: the node round counts them in their ancestors'
+    /// protection from their files, and does not forget what was written to them (either way,
+    /// a pod whose cgroup appeared after the node round's scan counts too).
     pub cgroups: Vec<CgroupPath>,
-    /// Every pod cgroup those rounds found (newer than the node round's own scan), so the node
-    /// round does not forget what they wrote to a cgroup that appeared after its scan.
-    pub found: Vec<CgroupPath>,
     /// Kernel writes they made.
     pub writes: usize,
 }
@@ -128,7 +137,6 @@ impl GaveWay {
     pub fn absorb(&mut self, more: GaveWay) {
         self.pods.extend(more.pods);
         self.cgroups.extend(more.cgroups);
-        self.found.extend(more.found);
         self.writes += more.writes;
     }
 
@@ -144,7 +152,7 @@ pub fn run_scoped_round(
     pods: &[PodFacts],
     quotas: &[QuotaFacts],
     invalid: &BadInputs,
-    written: &mut Written,
+    memory: &mut Memory,
     scope: Scope,
 ) -> Result<RoundReport, CgroupError> {
     let round = scoped_round(
@@ -153,7 +161,7 @@ pub fn run_scoped_round(
         pods,
         quotas,
         invalid,
-        written,
+        memory,
         scope,
         &mut NoneWaiting,
     )?;
@@ -167,19 +175,10 @@ pub fn run_node_round_giving_way(
     pods: &[PodFacts],
     quotas: &[QuotaFacts],
     invalid: &BadInputs,
-    written: &mut Written,
+    memory: &mut Memory,
     waiting: &mut dyn GiveWay,
 ) -> Result<RoundReport, CgroupError> {
-    let round = scoped_round(
-        fs,
-        cfg,
-        pods,
-        quotas,
-        invalid,
-        written,
-        Scope::Node,
-        waiting,
-    )?;
+    let round = scoped_round(fs, cfg, pods, quotas, invalid, memory, Scope::Node, waiting)?;
     Ok(round.0)
 }
 
@@ -191,7 +190,7 @@ pub fn settle_between(
     pods: &[PodFacts],
     quotas: &[QuotaFacts],
     invalid: &BadInputs,
-    written: &mut Written,
+    memory: &mut Memory,
 ) -> Result<(RoundReport, GaveWay), CgroupError> {
     let (report, found) = scoped_round(
         fs,
@@ -199,22 +198,20 @@ pub fn settle_between(
         pods,
         quotas,
         invalid,
-        written,
+        memory,
         Scope::Pods,
         &mut NoneWaiting,
     )?;
     let gave_way = GaveWay {
         pods: report.pods.clone(),
-        cgroups: (pods.iter())
-            .filter_map(|p| found.get(&p.uid).cloned())
-            .collect(),
-        found: found.into_values().collect(),
+        cgroups: found.into_values().collect(),
         writes: report.writes,
     };
     Ok((report, gave_way))
 }
 
-/// The round, and every pod cgroup its scan found, by pod UID.
+/// The round, and the pod cgroups it found by pod UID: every one in a node round, its own pods'
+/// in a pods round.
 #[allow(clippy::too_many_arguments)]
 fn scoped_round(
     fs: &dyn CgroupFs,
@@ -222,13 +219,20 @@ fn scoped_round(
     pods: &[PodFacts],
     quotas: &[QuotaFacts],
     invalid: &BadInputs,
-    written: &mut Written,
+    memory: &mut Memory,
     scope: Scope,
     waiting: &mut dyn GiveWay,
 ) -> Result<(RoundReport, BTreeMap<String, CgroupPath>), CgroupError> {
+    let found = match scope {
+        // Every pod cgroup: what was written to the others is forgotten below.
+        Scope::Node => memory.cgroups.scan(fs, &cfg.scan_root)?,
+        // Its own pods only, looked up: its cost does not grow with the node's pods.
+        Scope::Pods => {
+            (memory.cgroups).look_up(fs, &cfg.scan_root, pods.iter().map(|p| &*p.uid))?
+        }
+    };
     // The kernel shows dmem files only where dmem is enabled top-down: enable it where the
     // round needs them (an act before observing; no write once it is enabled).
-    let found = observe::pod_cgroups(fs, &cfg.scan_root)?;
     let mut enabled = act::enable_dmem(fs, &[])?;
     // Observe (kernel reads): regions, pod cgroups, what is in force in each.
     let node = observe::node(fs, found)?;
@@ -237,7 +241,7 @@ fn scoped_round(
         .iter()
         .map(|facts| {
             let seen = observe::pod(fs, facts, node.pod_cgroups.get(&facts.uid), cfg.high);
-            gave_way.absorb(waiting.between_pods(fs, written));
+            gave_way.absorb(waiting.between_pods(fs, memory));
             seen
         })
         .unzip();
@@ -274,7 +278,7 @@ fn scoped_round(
     };
     let mut protect = BTreeMap::new();
     for ((pod, pod_plan), failure) in observed.iter().zip(&decided.pods).zip(&failures) {
-        gave_way.absorb(waiting.between_pods(fs, written));
+        gave_way.absorb(waiting.between_pods(fs, memory));
         if gave_way.settled(&pod.facts.uid) {
             // Settled meanwhile from a fresher reading than this round's: acting on what this
             // round read would take the values just written for another writer's.
@@ -289,9 +293,10 @@ fn scoped_round(
             Verdict::Apply => {
                 // Other writers: keep what is stricter, restore the rest, never fight forever.
                 let governed = pod_plan.governing.is_some() || !pod.facts.grants.is_empty();
-                let (pod_plan, foreign) = foreign::settle(pod_plan, governed, written, |f, r| {
-                    pod.in_force.get(r).copied().unwrap_or_default().get(f)
-                });
+                let (pod_plan, foreign) =
+                    foreign::settle(pod_plan, governed, &mut memory.written, |f, r| {
+                        pod.in_force.get(r).copied().unwrap_or_default().get(f)
+                    });
                 report.writes += pod_plan.writes.len();
                 let done = act::pod_limits(fs, pod, &pod_plan);
                 let stale =
@@ -299,11 +304,13 @@ fn scoped_round(
                 let outcome = after_act(done, stale, foreign.first());
                 match (&pod.cgroup, &outcome) {
                     (Some(cgroup), LimitsOutcome::Applied) => {
-                        foreign::remember(written, cgroup, &pod_plan, cfg.high);
+                        foreign::remember(&mut memory.written, cgroup, &pod_plan, cfg.high);
                     }
                     // Nothing governs the pod any more and the agent's values are undone: what
                     // others write to it from now on is theirs.
-                    (Some(cgroup), LimitsOutcome::NotGoverned) => foreign::release(written, cgroup),
+                    (Some(cgroup), LimitsOutcome::NotGoverned) => {
+                        foreign::release(&mut memory.written, cgroup)
+                    }
                     _ => {}
                 }
                 (outcome, Some(pod_plan))
@@ -330,10 +337,13 @@ fn scoped_round(
         }
         report.pods.push(pod_report);
     }
-    foreign::forget_others(
-        written,
-        node.pod_cgroups.values().chain(gave_way.found.iter()),
-    );
+    if scope == Scope::Node {
+        // A pods round looks up its own pods only: it cannot tell which others are gone.
+        foreign::forget_others(
+            &mut memory.written,
+            node.pod_cgroups.values().chain(&gave_way.cgroups),
+        );
+    }
     report.writes += gave_way.writes;
     for settled in gave_way.pods {
         // Only pods of this round: others are a later snapshot's, reported by their own round.

@@ -1,5 +1,5 @@
-//! EDGE: the observe stage of a round, kernel reads only: the node's regions and usage, where each
-//! pod's cgroup is, what is in force there, and after the act stage what the pod uses.
+//! EDGE: the observe stage of a round, kernel reads only: the node's regions and usage (where each
+//! pod's cgroup is: [`super::locate`]), what is in force in each pod's cgroup, and after the act stage what the pod uses.
 //!
 //! Only "not found" means absent (a cgroup that vanished between scan and read; the act stage then
 //! reports it as not found). Any other failure (a parse error, EACCES, EIO) is returned or noted,
@@ -14,7 +14,6 @@ use super::error_chain;
 use super::report::PodReadings;
 use crate::cgroup::dmem::{capacity, read_values};
 use crate::cgroup::format::{DmemValue, DmemValues, RegionCapacity};
-use crate::cgroup::path::{ScanLimits, scan_pods};
 use crate::cgroup::{CgroupError, CgroupFile, CgroupFs, CgroupPath};
 use crate::decide::ancestors::PerRegion;
 use crate::decide::limits::{InForce, ObservedPod};
@@ -28,17 +27,6 @@ pub struct NodeView {
     pub root_usage: DmemValues,
     /// Pod cgroups found, by pod UID.
     pub pod_cgroups: BTreeMap<String, CgroupPath>,
-}
-
-/// Where the pod cgroups are, by pod UID.
-pub fn pod_cgroups(
-    fs: &dyn CgroupFs,
-    scan_root: &CgroupPath,
-) -> Result<BTreeMap<String, CgroupPath>, CgroupError> {
-    Ok(scan_pods(fs, scan_root, ScanLimits::default())?
-        .pods
-        .into_iter()
-        .collect())
 }
 
 /// Reads the regions and the node's usage, with the pod cgroups found.

@@ -13,7 +13,6 @@ use crate::cgroup::dmem::read_values;
 use crate::cgroup::format::DmemValue;
 use crate::cgroup::sim_backend::SimCgroups;
 use crate::decide::conditions::Status;
-use crate::decide::foreign::Written;
 
 const R0: &str = "drm/0000:03:00.0/vram0";
 const G: u64 = 1 << 30;
@@ -171,8 +170,8 @@ fn a_pod_an_unknown_invalid_quota_may_govern_is_left_as_it_is() {
         ..BadInputs::default()
     };
     // No valid quota at all this round: without the hold the pod would be reset to `max`.
-    let report =
-        run_round_with(&fs, &cfg(), &[pod()], &[], &invalid, &mut Written::new()).expect("round");
+    let report = run_round_with(&fs, &cfg(), &[pod()], &[], &invalid, &mut Memory::default())
+        .expect("round");
     assert_eq!(report.writes, 0);
     assert_eq!(max_in_force(&fs), DmemValue::Bytes(4 * G));
     assert_eq!(
@@ -202,7 +201,7 @@ fn a_quota_kept_at_its_last_valid_spec_reports_quota_invalid_in_force() {
         &[pod()],
         &[quota("4Gi")],
         &invalid,
-        &mut Written::new(),
+        &mut Memory::default(),
     )
     .expect("round");
     assert_eq!(max_in_force(&fs), DmemValue::Bytes(4 * G));
@@ -249,26 +248,26 @@ fn dmem_is_enabled_above_a_pod_cgroup_that_has_no_dmem_files() {
 #[test]
 fn another_writer_is_reported_and_never_fought_in_a_loop() {
     let fs = node();
-    let mut written = Written::new();
+    let mut memory = Memory::default();
     let none = BadInputs::default();
-    let round = |written: &mut Written| {
-        run_round_with(&fs, &cfg(), &[pod()], &[quota("4Gi")], &none, written).expect("round")
+    let round = |memory: &mut Memory| {
+        run_round_with(&fs, &cfg(), &[pod()], &[quota("4Gi")], &none, memory).expect("round")
     };
-    assert_eq!(round(&mut written).pods[0].outcome, LimitsOutcome::Applied);
+    assert_eq!(round(&mut memory).pods[0].outcome, LimitsOutcome::Applied);
     let set_max = |v: &str| {
         fs.write(&path(POD), CgroupFile::DmemMax, &format!("{R0} {v}"))
             .expect("foreign write");
     };
     // HAMi-like writer sets a stricter max: kept, reported, nothing written.
     set_max(&G.to_string());
-    let report = round(&mut written);
+    let report = round(&mut memory);
     assert_eq!(report.pods[0].outcome.reason(), "ForeignLimitKept");
     assert!(report.pods[0].outcome.in_force());
     assert_eq!(max_in_force(&fs), DmemValue::Bytes(G));
     // It loosens the limit instead: restored each time, at most MAX_RESTORES times in a row.
     for restore in 0..crate::decide::foreign::MAX_RESTORES {
         set_max("max");
-        let report = round(&mut written);
+        let report = round(&mut memory);
         assert_eq!(
             report.pods[0].outcome.reason(),
             "ForeignWriteReverted",
@@ -277,13 +276,13 @@ fn another_writer_is_reported_and_never_fought_in_a_loop() {
         assert_eq!(max_in_force(&fs), DmemValue::Bytes(4 * G));
     }
     set_max("max");
-    let report = round(&mut written);
+    let report = round(&mut memory);
     assert_eq!(report.pods[0].outcome.reason(), "ForeignWriterConflict");
     assert!(!report.pods[0].outcome.in_force());
     assert_eq!(report.writes, 0, "no write loop");
     // The quota changes: the agent's new value goes in, and the count starts again.
     let report =
-        run_round_with(&fs, &cfg(), &[pod()], &[quota("3Gi")], &none, &mut written).expect("round");
+        run_round_with(&fs, &cfg(), &[pod()], &[quota("3Gi")], &none, &mut memory).expect("round");
     assert_eq!(report.pods[0].outcome, LimitsOutcome::Applied);
     assert_eq!(max_in_force(&fs), DmemValue::Bytes(3 * G));
 }
@@ -291,7 +290,7 @@ fn another_writer_is_reported_and_never_fought_in_a_loop() {
 #[test]
 fn a_pod_the_agent_never_limited_keeps_another_writers_limit() {
     let fs = node();
-    let mut written = Written::new();
+    let mut memory = Memory::default();
     fs.write(&path(POD), CgroupFile::DmemMax, &format!("{R0} {G}"))
         .expect("foreign write");
     let report = run_round_with(
@@ -300,7 +299,7 @@ fn a_pod_the_agent_never_limited_keeps_another_writers_limit() {
         &[pod()],
         &[],
         &BadInputs::default(),
-        &mut written,
+        &mut memory,
     )
     .expect("round");
     assert_eq!(report.writes, 0);
@@ -337,14 +336,14 @@ fn a_pods_round_settles_its_pods_alone_and_leaves_the_node_to_the_node_round() {
             .get(R0)
             .expect("region line")
     };
-    let mut written = Written::new();
+    let mut memory = Memory::default();
     let pods_round = run_scoped_round(
         &fs,
         &cfg(),
         std::slice::from_ref(&other),
         &quotas,
         &BadInputs::default(),
-        &mut written,
+        &mut memory,
         Scope::Pods,
     )
     .expect("pods round");
@@ -353,7 +352,7 @@ fn a_pods_round_settles_its_pods_alone_and_leaves_the_node_to_the_node_round() {
         1,
         "only the pod asked for is reported"
     );
-    let remembered = written.len();
+    let remembered = memory.written.len();
     assert!(remembered > 0, "the pods round remembers what it wrote");
     assert_eq!(pods_round.pods[0].outcome, LimitsOutcome::Applied);
     assert_eq!(max_of(OTHER), DmemValue::Bytes(4 * G));
@@ -375,7 +374,7 @@ fn a_pods_round_settles_its_pods_alone_and_leaves_the_node_to_the_node_round() {
         &[pod(), other],
         &quotas,
         &BadInputs::default(),
-        &mut written,
+        &mut memory,
         Scope::Node,
     )
     .expect("node round");
@@ -388,21 +387,63 @@ fn a_pods_round_settles_its_pods_alone_and_leaves_the_node_to_the_node_round() {
     );
     // What the pods round wrote stays remembered as the agent's own, next to the other pod's.
     assert_eq!(node_round.pods[1].outcome, LimitsOutcome::Applied);
-    assert_eq!(written.len(), 2 * remembered);
+    assert_eq!(memory.written.len(), 2 * remembered);
+}
+
+#[test]
+fn a_pods_round_looks_its_pod_up_where_the_node_round_found_pods_and_forgets_no_other() {
+    const NEW: &str = "/kubepods/besteffort/pod1c6b5f3a-4d2e-4f6a-9bac-1d2e3f4a5b6c";
+    let fs = node();
+    let quotas = [quota("4Gi")];
+    let none = BadInputs::default();
+    let mut memory = Memory::default();
+    run_round_with(&fs, &cfg(), &[pod()], &quotas, &none, &mut memory).expect("node round");
+    let remembered = memory.written.len();
+    assert!(remembered > 0);
+    let mut k = fs.kernel().lock().expect("kernel");
+    k.mkdir(NEW).expect("mkdir");
+    k.set_has_tasks(NEW, true).expect("tasks");
+    drop(k);
+    let new = PodFacts {
+        name: "train-1".into(),
+        uid: "1c6b5f3a-4d2e-4f6a-9bac-1d2e3f4a5b6c".into(),
+        ..pod()
+    };
+    let listed = fs.listings();
+    let report = run_scoped_round(
+        &fs,
+        &cfg(),
+        std::slice::from_ref(&new),
+        &quotas,
+        &none,
+        &mut memory,
+        Scope::Pods,
+    )
+    .expect("pods round");
+    assert_eq!(
+        fs.listings(),
+        listed,
+        "no directory listed: the pod was looked up"
+    );
+    assert_eq!(report.pods[0].outcome, LimitsOutcome::Applied);
+    let max = read_values(&fs, &path(NEW), CgroupFile::DmemMax).expect("dmem.max");
+    assert_eq!(max.get(R0), Some(DmemValue::Bytes(4 * G)));
+    // The pods round saw one pod's cgroup; what was written to the others stays remembered.
+    assert_eq!(memory.written.len(), 2 * remembered);
 }
 
 /// A [`GiveWay`] that runs `script` at its first call (with the kernel and the round's memory of
 /// writes), as a pods round queued while a node round reads its first pod would.
-struct OnFirstCall<F: FnMut(&dyn CgroupFs, &mut Written) -> GaveWay> {
+struct OnFirstCall<F: FnMut(&dyn CgroupFs, &mut Memory) -> GaveWay> {
     calls: usize,
     script: F,
 }
 
-impl<F: FnMut(&dyn CgroupFs, &mut Written) -> GaveWay> GiveWay for OnFirstCall<F> {
-    fn between_pods(&mut self, fs: &dyn CgroupFs, written: &mut Written) -> GaveWay {
+impl<F: FnMut(&dyn CgroupFs, &mut Memory) -> GaveWay> GiveWay for OnFirstCall<F> {
+    fn between_pods(&mut self, fs: &dyn CgroupFs, memory: &mut Memory) -> GaveWay {
         self.calls += 1;
         if self.calls == 1 {
-            (self.script)(fs, written)
+            (self.script)(fs, memory)
         } else {
             GaveWay::default()
         }
@@ -437,7 +478,7 @@ fn a_node_round_gives_way_to_pods_rounds_and_takes_in_what_they_settled() {
     let between_writes = std::cell::Cell::new(0);
     let mut pods_rounds = OnFirstCall {
         calls: 0,
-        script: |fs: &dyn CgroupFs, written: &mut Written| {
+        script: |fs: &dyn CgroupFs, memory: &mut Memory| {
             let mut k = sim.kernel().lock().expect("kernel");
             k.mkdir(OTHER).expect("mkdir");
             k.set_has_tasks(OTHER, true).expect("tasks");
@@ -445,7 +486,7 @@ fn a_node_round_gives_way_to_pods_rounds_and_takes_in_what_they_settled() {
             drop(k);
             let both = [pod(), other.clone()];
             let (report, gave_way) =
-                settle_between(fs, &cfg(), &both, &quotas, &none, written).expect("pods round");
+                settle_between(fs, &cfg(), &both, &quotas, &none, memory).expect("pods round");
             assert!(
                 report
                     .pods
@@ -457,14 +498,14 @@ fn a_node_round_gives_way_to_pods_rounds_and_takes_in_what_they_settled() {
             gave_way
         },
     };
-    let mut written = Written::new();
+    let mut memory = Memory::default();
     let report = run_node_round_giving_way(
         &fs,
         &cfg(),
         &[pod(), other.clone()],
         &quotas,
         &none,
-        &mut written,
+        &mut memory,
         &mut pods_rounds,
     )
     .expect("node round");
@@ -488,8 +529,8 @@ fn a_node_round_gives_way_to_pods_rounds_and_takes_in_what_they_settled() {
     );
     // What the pods round wrote stays the agent's own: the next round finds nothing to do and
     // nobody else's value.
-    let remembered = written.len();
-    let again = run_round_with(&fs, &cfg(), &[pod(), other], &quotas, &none, &mut written)
+    let remembered = memory.written.len();
+    let again = run_round_with(&fs, &cfg(), &[pod(), other], &quotas, &none, &mut memory)
         .expect("next round");
     assert_eq!(again.writes, 0);
     assert!(
@@ -498,5 +539,5 @@ fn a_node_round_gives_way_to_pods_rounds_and_takes_in_what_they_settled() {
             .iter()
             .all(|p| p.outcome == LimitsOutcome::Applied)
     );
-    assert_eq!(written.len(), remembered, "nothing was forgotten");
+    assert_eq!(memory.written.len(), remembered, "nothing was forgotten");
 }

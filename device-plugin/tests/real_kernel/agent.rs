@@ -13,9 +13,8 @@
 use kube_dmem_crds::DmemQuota;
 use kube_dmem_crds::limits::HighSupport;
 use kube_dmem_crds::select::{PodFacts, QuotaFacts, quota_facts};
-use kube_dmem_device_plugin::decide::foreign::Written;
 use kube_dmem_device_plugin::decide::pressure::PressureThresholds;
-use kube_dmem_device_plugin::round::{BadInputs, RoundConfig, run_round_with};
+use kube_dmem_device_plugin::round::{BadInputs, Memory, RoundConfig, run_round_with};
 
 use super::{Log, R0, R1, Side, alloc, cg, read, show, wblock, write};
 
@@ -71,7 +70,7 @@ pub fn cfg() -> RoundConfig {
 /// The agent across rounds: what it wrote is remembered, as in the cluster agent.
 #[derive(Default)]
 struct Agent {
-    written: Written,
+    memory: Memory,
     rounds: usize,
 }
 
@@ -86,7 +85,7 @@ impl Agent {
             pods,
             quotas,
             &BadInputs::default(),
-            &mut self.written,
+            &mut self.memory,
         );
         match result {
             Ok(report) => {

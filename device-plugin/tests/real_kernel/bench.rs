@@ -14,9 +14,8 @@
 use std::time::{Duration, Instant};
 
 use kube_dmem_crds::select::{PodFacts, QuotaFacts};
-use kube_dmem_device_plugin::decide::foreign::Written;
 use kube_dmem_device_plugin::round::{
-    BadInputs, LimitsOutcome, Scope, run_round_with, run_scoped_round,
+    BadInputs, LimitsOutcome, Memory, Scope, run_round_with, run_scoped_round,
 };
 use kube_dmem_sim::Profile;
 
@@ -71,14 +70,14 @@ fn setup(s: &mut dyn Side) -> Result<(Vec<PodFacts>, Vec<QuotaFacts>), String> {
         ),
     ];
     // A first round enables dmem down to the pods, so their charges land in their own cgroups.
-    let mut written = Written::new();
+    let mut memory = Memory::default();
     run_round_with(
         s.fs(),
         &cfg(),
         &pods,
         &quotas,
         &BadInputs::default(),
-        &mut written,
+        &mut memory,
     )
     .map_err(|e| format!("first round: {e}"))?;
     for (i, path) in paths.iter().enumerate() {
@@ -110,7 +109,7 @@ fn stats(times: &mut [Duration]) -> (f64, f64, f64) {
 /// Steady-state rounds on `s`: warms up until a round writes nothing, then times `rounds` rounds.
 fn measure(s: &mut dyn Side, name: &str, rounds: usize) -> Result<(), String> {
     let (pods, quotas) = setup(s)?;
-    let mut written = Written::new();
+    let mut memory = Memory::default();
     let mut round = |s: &mut dyn Side| {
         run_round_with(
             s.fs(),
@@ -118,7 +117,7 @@ fn measure(s: &mut dyn Side, name: &str, rounds: usize) -> Result<(), String> {
             &pods,
             &quotas,
             &BadInputs::default(),
-            &mut written,
+            &mut memory,
         )
         .map_err(|e| format!("{name}: round failed: {e}"))
     };
@@ -175,14 +174,14 @@ fn new_pods(
         .watches()
         .add(super::host_dir(PARENT), inotify::WatchMask::CREATE)
         .map_err(|e| format!("inotify watch on {PARENT}: {e}"))?;
-    let mut written = Written::new();
+    let mut memory = Memory::default();
     run_round_with(
         s.fs(),
         &cfg(),
         &pods,
         quotas,
         &BadInputs::default(),
-        &mut written,
+        &mut memory,
     )
     .map_err(|e| format!("{name}: round failed: {e}"))?;
     let mut buf = [0u8; 4096];
@@ -211,7 +210,7 @@ fn new_pods(
             covered,
             quotas,
             &BadInputs::default(),
-            &mut written,
+            &mut memory,
             scope,
         )
         .map_err(|e| format!("{name}: round failed: {e}"))?;
