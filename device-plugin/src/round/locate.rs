@@ -119,7 +119,11 @@ impl PodCgroups {
             return exists(group).then(|| group.clone());
         }
         let group = (self.parents.iter())
-            .filter_map(|(parent, naming)| parent.join(&naming.name(uid)).ok())
+            .map(|(parent, naming)| (parent, naming.name(uid)))
+            // Only a name a scan would take for this pod's (a UID the kubelet would not write
+            // is found by neither).
+            .filter(|(_, name)| pod_uid_from_name(name).as_deref() == Some(uid))
+            .filter_map(|(parent, name)| parent.join(&name).ok())
             .find(|group| exists(group))?;
         self.by_uid.insert(uid.to_owned(), group.clone());
         Some(group)
