@@ -526,6 +526,8 @@ async fn measure(size: &Size, variant: &Variant) -> Measured {
     stop.cancel();
     agent_loop.await.expect("agent loop");
     watcher.await.expect("cgroup watch");
+    // Its directory handles would keep the mount busy.
+    drop(fs);
     mount.unmount().expect("unmount the simulator");
     Measured {
         cpu_percent,

@@ -364,6 +364,8 @@ fn binary_serves_until_sigterm() {
         (backend.write(&cg("/"), CgroupSubtreeControl, "+dmem")).unwrap();
         let text = backend.read(&cg("/"), DmemCapacity);
         assert_eq!(text.unwrap(), format!("{R0} 8589934592\n{R1} 536870912\n"));
+        // The backend holds directory handles in the mount, which would keep it busy.
+        drop(backend);
         let kill = Command::new("kill")
             .args(["-TERM", &served.child.id().to_string()])
             .status();

@@ -5,6 +5,7 @@
 //! over `&dyn CgroupFs` (`dmem`, `probe`, `path`) hold no `std::fs` and are testable against the simulator.
 //! Kernel facts are in `docs/kernel.md`; the boundary rules in `docs/contributing.md` §3.
 
+pub mod dir_handles;
 pub mod dmem;
 mod error;
 pub mod format;

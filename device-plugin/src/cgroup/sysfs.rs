@@ -1,15 +1,18 @@
 //! `SysfsCgroups`: the real cgroupfs backend over a root directory (default `/sys/fs/cgroup`; in the
 //! DaemonSet the hostPath mount given as `--cgroup-root`; in tests a tempdir or a FUSE-mounted simulator).
 //!
-//! EDGE: plain file I/O, no decisions. It owns the open flags: `dmem.max` is opened with `O_NONBLOCK` so a
+//! EDGE: plain file I/O, no decisions. Files are opened relative to held handles on their cgroup
+//! directories ([`DirHandles`]), not by their full path. It owns the open flags: `dmem.max` is opened with `O_NONBLOCK` so a
 //! 7.3+ kernel's synchronous driver reclaim does not run in the agent's thread (`docs/kernel.md`
 //! §3.3 and §10, rule 3); older kernels ignore the flag. Each `write` is exactly one `write(2)`.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
+
+use super::dir_handles::DirHandles;
 use super::{CgroupError, CgroupFile, CgroupFs, CgroupPath};
 
 /// Where cgroup v2 is mounted on a node.
@@ -19,6 +22,7 @@ pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 #[derive(Debug, Clone)]
 pub struct SysfsCgroups {
     root: PathBuf,
+    handles: DirHandles,
 }
 
 impl Default for SysfsCgroups {
@@ -30,7 +34,11 @@ impl Default for SysfsCgroups {
 impl SysfsCgroups {
     /// A backend whose hierarchy root `/` is the directory `root`.
     pub fn with_root(root: impl Into<PathBuf>) -> Self {
-        SysfsCgroups { root: root.into() }
+        let root = root.into();
+        SysfsCgroups {
+            handles: DirHandles::new(root.clone()),
+            root,
+        }
     }
 
     /// The directory the hierarchy root maps to.
@@ -52,20 +60,43 @@ impl SysfsCgroups {
         self.dir(group).join(file.file_name())
     }
 
-    /// The extra open flags for writing `file`.
-    fn write_flags(file: CgroupFile) -> i32 {
+    /// The open flags for writing `file`.
+    fn write_flags(file: CgroupFile) -> OFlag {
         if file.writes_nonblocking() {
-            libc::O_NONBLOCK
+            OFlag::O_WRONLY | OFlag::O_NONBLOCK
         } else {
-            0
+            OFlag::O_WRONLY
         }
+    }
+
+    /// How many directory handles are held.
+    pub fn handles_held(&self) -> usize {
+        self.handles.held()
     }
 }
 
 impl CgroupFs for SysfsCgroups {
     fn read(&self, group: &CgroupPath, file: CgroupFile) -> Result<String, CgroupError> {
-        let path = self.file_path(group, file);
-        fs::read_to_string(&path).map_err(|source| CgroupError::Read { path, source })
+        let fail = |source| CgroupError::Read {
+            path: self.file_path(group, file),
+            source,
+        };
+        let mut handle = (self.handles)
+            .open(group, file.file_name(), OFlag::O_RDONLY)
+            .map_err(fail)?;
+        // Read until end of file with plain `read(2)` calls: `read_to_string` would first ask
+        // for the size, which cgroupfs does not know (it reports 4096 or 0).
+        let mut bytes = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match handle.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        String::from_utf8(bytes).map_err(|e| fail(io::Error::new(io::ErrorKind::InvalidData, e)))
     }
 
     fn write(&self, group: &CgroupPath, file: CgroupFile, value: &str) -> Result<(), CgroupError> {
@@ -76,10 +107,7 @@ impl CgroupFs for SysfsCgroups {
             source,
         };
         // No O_TRUNC/O_CREAT: cgroupfs files exist or the cgroup/controller is missing (ENOENT).
-        let mut handle = match OpenOptions::new()
-            .write(true)
-            .custom_flags(Self::write_flags(file))
-            .open(&path)
+        let mut handle = match (self.handles).open(group, file.file_name(), Self::write_flags(file))
         {
             Ok(handle) => handle,
             Err(source) => return Err(fail(path, source)),
@@ -117,7 +145,7 @@ impl CgroupFs for SysfsCgroups {
     }
 
     fn exists(&self, group: &CgroupPath, file: CgroupFile) -> bool {
-        self.file_path(group, file).is_file()
+        self.handles.is_file(group, file.file_name())
     }
 }
 
