@@ -921,6 +921,10 @@ fn first_instruction_refusals(ctx: &TestCtx, prefix: &str, n: usize) -> Result<u
     Ok(answers.get("EAGAIN").copied().unwrap_or(0))
 }
 
+/// How long a wave of a race case may take: under TCG on a busy host, containerd took minutes
+/// to create and start each of 5 containers (the node's kubelet allows 10 minutes a CRI call).
+const WAVE_DONE: Duration = Duration::from_secs(900);
+
 /// Most pods of a race case whose containers the runtime may fail to start.
 const MAX_NOT_STARTED: usize = 20;
 
@@ -944,7 +948,7 @@ fn refusals_of_wave(ctx: &TestCtx, names: &[String]) -> Result<Wave> {
         .collect();
     ctx.kubectl.apply(&yaml.join("\n---\n"))?;
     let n = names.len();
-    let pods = eventually(&format!("{n} pods {names:?} done"), POD_START, || {
+    let pods = eventually(&format!("{n} pods {names:?} done"), WAVE_DONE, || {
         let list =
             ctx.kubectl
                 .json(&["-n", &ctx.ns, "get", "pods", "-l", &format!("app={app}")])?;

@@ -78,6 +78,10 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 localStorageCapacityIsolation: false
+# Under TCG on a busy host containerd's shims took more than the default 2 minutes to create or
+# start a container (CreateContainer and StartContainer "context deadline exceeded" in the race
+# cases' first waves); the deadline bounds each CRI call only, nothing the cases check.
+runtimeRequestTimeout: 10m
 YAML
 cat >$w/kubelet-start.sh <<SH
 #!/bin/bash

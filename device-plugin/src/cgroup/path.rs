@@ -149,13 +149,15 @@ enum Step {
 }
 
 /// Walks below `start` within `limits`, asking `step` about every child cgroup: breadth-first, but
-/// subtrees below a kubelet-like name before all others. A cgroup removed while scanning (ENOENT) is
-/// skipped. Returns whether `max_dirs` cut the scan short.
+/// subtrees below a kubelet-like name before all others, calling `pause` after each directory
+/// listed. A cgroup removed while scanning (ENOENT) is skipped. Returns whether `max_dirs` cut
+/// the scan short.
 fn walk(
     fs: &dyn CgroupFs,
     start: &CgroupPath,
     limits: ScanLimits,
     mut step: impl FnMut(&str, &CgroupPath) -> Step,
+    pause: &mut dyn FnMut(),
 ) -> Result<bool, CgroupError> {
     // [kubelet-like subtrees, the rest]; entries are (cgroup, depth below start).
     let mut queues = [VecDeque::new(), VecDeque::new()];
@@ -175,6 +177,7 @@ fn walk(
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         };
+        pause();
         for name in names {
             // Names that are not valid components cannot be kubelet cgroups.
             let Ok(child) = dir.join(&name) else { continue };
@@ -198,16 +201,26 @@ pub fn scan_pods(
     start: &CgroupPath,
     limits: ScanLimits,
 ) -> Result<ScanResult, CgroupError> {
+    scan_pods_pausing(fs, start, limits, &mut || {})
+}
+
+/// [`scan_pods`], calling `pause` after each directory listed (a node round lets waiting pods
+/// rounds run there).
+pub fn scan_pods_pausing(
+    fs: &dyn CgroupFs,
+    start: &CgroupPath,
+    limits: ScanLimits,
+    pause: &mut dyn FnMut(),
+) -> Result<ScanResult, CgroupError> {
     let mut pods = Vec::new();
-    let truncated = walk(fs, start, limits, |name, path| {
-        match pod_uid_from_name(name) {
-            Some(uid) => {
-                pods.push((uid, path.clone()));
-                Step::Prune
-            }
-            None => Step::Descend,
+    let step = |name: &str, path: &CgroupPath| match pod_uid_from_name(name) {
+        Some(uid) => {
+            pods.push((uid, path.clone()));
+            Step::Prune
         }
-    })?;
+        None => Step::Descend,
+    };
+    let truncated = walk(fs, start, limits, step, pause)?;
     Ok(ScanResult { pods, truncated })
 }
 
@@ -220,16 +233,22 @@ pub fn find_pod_cgroup(
     limits: ScanLimits,
 ) -> Result<Option<CgroupPath>, CgroupError> {
     let mut hit = None;
-    walk(fs, start, limits, |name, path| {
-        if name_matches_pod(name, uid) {
-            hit = Some(path.clone());
-            Step::Stop
-        } else if pod_uid_from_name(name).is_some() {
-            Step::Prune
-        } else {
-            Step::Descend
-        }
-    })?;
+    walk(
+        fs,
+        start,
+        limits,
+        |name, path| {
+            if name_matches_pod(name, uid) {
+                hit = Some(path.clone());
+                Step::Stop
+            } else if pod_uid_from_name(name).is_some() {
+                Step::Prune
+            } else {
+                Step::Descend
+            }
+        },
+        &mut || {},
+    )?;
     Ok(hit)
 }
 

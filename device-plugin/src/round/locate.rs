@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::cgroup::path::{ScanLimits, pod_uid_from_name, scan_pods};
+use crate::cgroup::path::{ScanLimits, pod_uid_from_name, scan_pods_pausing};
 use crate::cgroup::{CgroupError, CgroupFile, CgroupFs, CgroupPath};
 
 /// Most parent directories remembered; past it a scan's own replace them (a node has a handful:
@@ -64,18 +64,20 @@ impl PodCgroups {
         fs: &dyn CgroupFs,
         root: &CgroupPath,
     ) -> Result<BTreeMap<String, CgroupPath>, CgroupError> {
-        let found: BTreeMap<String, CgroupPath> = scan_pods(fs, root, ScanLimits::default())?
-            .pods
-            .into_iter()
-            .collect();
+        let found = scan(fs, root, &mut || {})?;
+        self.remember(&found);
+        Ok(found)
+    }
+
+    /// Takes in what a scan ([`scan`]) found: every pod cgroup there is.
+    pub fn remember(&mut self, found: &BTreeMap<String, CgroupPath>) {
         if self.parents.len() > MAX_PARENTS {
             self.parents.clear();
         }
         for group in found.values() {
             self.learn(group);
         }
-        self.by_uid.clone_from(&found);
-        Ok(found)
+        self.by_uid.clone_from(found);
     }
 
     /// The cgroups of the pods `uids` that exist now, by pod UID: each where it was seen, else
@@ -139,6 +141,16 @@ impl PodCgroups {
             self.parents.entry(parent).or_insert(naming);
         }
     }
+}
+
+/// Every pod cgroup below `root`, by pod UID, calling `pause` after each directory listed.
+pub fn scan(
+    fs: &dyn CgroupFs,
+    root: &CgroupPath,
+    pause: &mut dyn FnMut(),
+) -> Result<BTreeMap<String, CgroupPath>, CgroupError> {
+    let found = scan_pods_pausing(fs, root, ScanLimits::default(), pause)?;
+    Ok(found.pods.into_iter().collect())
 }
 
 #[cfg(test)]

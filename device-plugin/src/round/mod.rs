@@ -223,9 +223,17 @@ fn scoped_round(
     scope: Scope,
     waiting: &mut dyn GiveWay,
 ) -> Result<(RoundReport, BTreeMap<String, CgroupPath>), CgroupError> {
+    let mut gave_way = GaveWay::default();
     let found = match scope {
-        // Every pod cgroup: what was written to the others is forgotten below.
-        Scope::Node => memory.cgroups.scan(fs, &cfg.scan_root)?,
+        // Every pod cgroup: what was written to the others is forgotten below. Pods rounds
+        // waiting meanwhile run between two directories.
+        Scope::Node => {
+            let found = locate::scan(fs, &cfg.scan_root, &mut || {
+                gave_way.absorb(waiting.between_pods(fs, memory));
+            })?;
+            memory.cgroups.remember(&found);
+            found
+        }
         // Its own pods only, looked up: its cost does not grow with the node's pods.
         Scope::Pods => {
             (memory.cgroups).look_up(fs, &cfg.scan_root, pods.iter().map(|p| &*p.uid))?
@@ -236,7 +244,6 @@ fn scoped_round(
     let mut enabled = act::enable_dmem(fs, &[])?;
     // Observe (kernel reads): regions, pod cgroups, what is in force in each.
     let node = observe::node(fs, found)?;
-    let mut gave_way = GaveWay::default();
     let (mut observed, mut failures): (Vec<_>, Vec<_>) = pods
         .iter()
         .map(|facts| {
@@ -337,6 +344,9 @@ fn scoped_round(
         }
         report.pods.push(pod_report);
     }
+    // What waits now runs before the ancestors' protection, which reads and writes without
+    // giving way (and takes in what this settles).
+    gave_way.absorb(waiting.between_pods(fs, memory));
     if scope == Scope::Node {
         // A pods round looks up its own pods only: it cannot tell which others are gone.
         foreign::forget_others(

@@ -432,22 +432,49 @@ fn a_pods_round_looks_its_pod_up_where_the_node_round_found_pods_and_forgets_no_
     assert_eq!(memory.written.len(), 2 * remembered);
 }
 
-/// A [`GiveWay`] that runs `script` at its first call (with the kernel and the round's memory of
-/// writes), as a pods round queued while a node round reads its first pod would.
-struct OnFirstCall<F: FnMut(&dyn CgroupFs, &mut Memory) -> GaveWay> {
+/// A [`GiveWay`] that runs `script` at its call number `at` (with the kernel and the round's
+/// memory), as a pods round queued at that point of a node round would, and records each call.
+struct OnCall<F: FnMut(&dyn CgroupFs, &mut Memory) -> GaveWay> {
+    at: usize,
     calls: usize,
     script: F,
 }
 
-impl<F: FnMut(&dyn CgroupFs, &mut Memory) -> GaveWay> GiveWay for OnFirstCall<F> {
+/// Where a node round on [`node`] gives way: after each of the three directories its scan lists
+/// (`/`, `/kubepods`, `/kubepods/besteffort`), then after reading each pod.
+const AFTER_THE_SCAN: usize = 3;
+
+impl<F: FnMut(&dyn CgroupFs, &mut Memory) -> GaveWay> GiveWay for OnCall<F> {
     fn between_pods(&mut self, fs: &dyn CgroupFs, memory: &mut Memory) -> GaveWay {
         self.calls += 1;
-        if self.calls == 1 {
+        if self.calls == self.at {
             (self.script)(fs, memory)
         } else {
             GaveWay::default()
         }
     }
+}
+
+#[test]
+fn a_node_round_gives_way_while_it_scans_around_each_pod_and_before_the_ancestors() {
+    let fs = node();
+    let mut never = OnCall {
+        at: 0,
+        calls: 0,
+        script: |_: &dyn CgroupFs, _: &mut Memory| GaveWay::default(),
+    };
+    run_node_round_giving_way(
+        &fs,
+        &cfg(),
+        &[pod()],
+        &protecting_quota(),
+        &BadInputs::default(),
+        &mut Memory::default(),
+        &mut never,
+    )
+    .expect("node round");
+    // Each directory the scan lists, the pod read, the pod acted on, then before the ancestors.
+    assert_eq!(never.calls, AFTER_THE_SCAN + 2 + 1);
 }
 
 #[test]
@@ -476,7 +503,8 @@ fn a_node_round_gives_way_to_pods_rounds_and_takes_in_what_they_settled() {
     // pod and for a pod whose cgroup appeared after the node round's scan runs in between.
     let sim = &fs;
     let between_writes = std::cell::Cell::new(0);
-    let mut pods_rounds = OnFirstCall {
+    let mut pods_rounds = OnCall {
+        at: AFTER_THE_SCAN + 1,
         calls: 0,
         script: |fs: &dyn CgroupFs, memory: &mut Memory| {
             let mut k = sim.kernel().lock().expect("kernel");
