@@ -2,9 +2,10 @@
 //! DaemonSet the hostPath mount given as `--cgroup-root`; in tests a tempdir or a FUSE-mounted simulator).
 //!
 //! EDGE: plain file I/O, no decisions. Files are opened relative to held handles on their cgroup
-//! directories ([`DirHandles`]), not by their full path. It owns the open flags: `dmem.max` is opened with `O_NONBLOCK` so a
-//! 7.3+ kernel's synchronous driver reclaim does not run in the agent's thread (`docs/kernel.md`
-//! §3.3 and §10, rule 3); older kernels ignore the flag. Each `write` is exactly one `write(2)`.
+//! directories ([`DirHandles`]), not by their full path. It owns the open flags: `dmem.max` is
+//! opened with `O_NONBLOCK` so a 7.3+ kernel's synchronous driver reclaim does not run in the
+//! agent's thread (`docs/kernel.md` §3.3 and §10, rule 3); older kernels ignore the flag. Each
+//! `write` is exactly one `write(2)`.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -67,11 +68,6 @@ impl SysfsCgroups {
         } else {
             OFlag::O_WRONLY
         }
-    }
-
-    /// How many directory handles are held.
-    pub fn handles_held(&self) -> usize {
-        self.handles.held()
     }
 }
 

@@ -1,6 +1,6 @@
 //! EDGE: where the pods' cgroups are, remembered between rounds.
 //!
-//! A node round scans the hierarchy ([`scan_pods`]): it must find every pod cgroup, and it learns
+//! A node round scans the hierarchy ([`scan`]): it must find every pod cgroup, and it learns
 //! from what it finds. A pods round (a new cgroup, a held container, a pod near a threshold) asks
 //! for a few pods only, and a scan lists every pod cgroup's parent (110 entries on a full node,
 //! each listing several operations through FUSE): so it looks its pods up instead, where a scan
