@@ -5,8 +5,10 @@
 //! a request to the server, so a pod's file costs half the requests it did.
 //!
 //! A handle can outlive its directory: the kubelet removes a pod's cgroup, and a directory of the
-//! same path may be made again. Opening in a removed directory fails with `ENOENT`, so an
-//! `ENOENT` through a held handle is retried once through a fresh one. Handles of directories no
+//! same path may be made again. Opening in a removed directory fails with `ENOENT` for every
+//! name, so an `ENOENT` through a held handle whose directory no longer shows
+//! `cgroup.controllers` (every cgroup has it) is retried once through a fresh one; a file that is
+//! simply absent from a live cgroup (`dmem.peak` before 7.3) costs no reopening. Handles of directories no
 //! longer used (a pod that is gone) are closed by a sweep: an `O_PATH` handle costs little, but
 //! the agent must not hold many of them, nor hold removed cgroups' directories for long.
 
@@ -22,6 +24,10 @@ use nix::fcntl::{AtFlags, OFlag, open, openat};
 use nix::sys::stat::{Mode, SFlag, fstatat};
 
 use super::CgroupPath;
+
+/// A file every cgroup directory has: absent through a handle, the directory was removed (or is
+/// not a cgroup, as in a test's tempdir: then the retry costs a reopening, nothing else).
+const EVERY_CGROUP_HAS: &str = "cgroup.controllers";
 
 /// Most handles held; past it the least recently swept are closed first (see [`DirHandles`]).
 const MAX_HANDLES: usize = 1024;
@@ -75,8 +81,8 @@ impl DirHandles {
         self.table().held.len()
     }
 
-    /// Runs `op` on `group`'s directory handle; an `ENOENT` through a handle opened earlier is
-    /// retried once through a fresh one (the directory may have been removed and made again).
+    /// Runs `op` on `group`'s directory handle; an `ENOENT` through a handle opened earlier whose
+    /// directory looks removed is retried once through a fresh one (it may have been made again).
     fn in_dir<T>(
         &self,
         group: &CgroupPath,
@@ -84,7 +90,9 @@ impl DirHandles {
     ) -> io::Result<T> {
         let (dir, fresh) = self.handle(group)?;
         match op(&dir) {
-            Err(Errno::ENOENT) if !fresh => {
+            Err(Errno::ENOENT)
+                if !fresh && fstatat(&*dir, EVERY_CGROUP_HAS, AtFlags::empty()).is_err() =>
+            {
                 self.table().held.remove(group);
                 let (dir, _) = self.handle(group)?;
                 op(&dir).map_err(io::Error::from)
@@ -177,6 +185,30 @@ mod tests {
         assert!(handles.is_file(&group, "dmem.max"));
         assert!(!handles.is_file(&group, "dmem.low"));
         assert!(!handles.is_file(&CgroupPath::new("/gone").expect("path"), "dmem.max"));
+    }
+
+    #[test]
+    fn a_file_absent_from_a_live_cgroup_does_not_reopen_its_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let make = |name: &str, max: &str| {
+            let pod = dir.path().join(name);
+            fs::create_dir(&pod).expect("mkdir");
+            fs::write(pod.join(EVERY_CGROUP_HAS), "dmem\n").expect("write");
+            fs::write(pod.join("dmem.max"), max).expect("write");
+        };
+        make("pod1", "held\n");
+        let handles = DirHandles::new(dir.path().to_owned());
+        let group = CgroupPath::new("/pod1").expect("path");
+        assert_eq!(read(&handles, &group, "dmem.max").expect("read"), "held\n");
+        // The held directory moves away and another takes its path: only a reopening by path
+        // would see the newcomer.
+        fs::rename(dir.path().join("pod1"), dir.path().join("moved")).expect("rename");
+        make("pod1", "by path\n");
+        assert_eq!(
+            read(&handles, &group, "dmem.peak").map_err(|e| e.raw_os_error()),
+            Err(Some(libc::ENOENT))
+        );
+        assert_eq!(read(&handles, &group, "dmem.max").expect("read"), "held\n");
     }
 
     #[test]
