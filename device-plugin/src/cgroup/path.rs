@@ -10,7 +10,7 @@
 //! and feature gates (`docs/kubelet.md` §4.6); [`expected_pod_cgroup`] is the fast path to try
 //! first.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::{CgroupError, CgroupFs, CgroupPath, InvalidCgroupPath};
 
@@ -136,7 +136,13 @@ pub struct ScanResult {
     pub pods: Vec<(String, CgroupPath)>,
     /// The scan stopped at `max_dirs`; some cgroups were not looked at.
     pub truncated: bool,
+    /// What the scan listed in each ancestor of a pod cgroup it found (below `start` and
+    /// `start` itself), so what sums over the pods' siblings need not list them again.
+    pub listings: Listings,
 }
+
+/// Directory listings (child names) by directory.
+pub type Listings = BTreeMap<CgroupPath, Vec<String>>;
 
 /// What [`walk`] does with a child cgroup.
 enum Step {
@@ -149,14 +155,15 @@ enum Step {
 }
 
 /// Walks below `start` within `limits`, asking `step` about every child cgroup: breadth-first, but
-/// subtrees below a kubelet-like name before all others, calling `pause` after each directory
-/// listed. A cgroup removed while scanning (ENOENT) is skipped. Returns whether `max_dirs` cut
-/// the scan short.
+/// subtrees below a kubelet-like name before all others, showing each directory's listing to
+/// `seen` and calling `pause` after it. A cgroup removed while scanning (ENOENT) is skipped.
+/// Returns whether `max_dirs` cut the scan short.
 fn walk(
     fs: &dyn CgroupFs,
     start: &CgroupPath,
     limits: ScanLimits,
     mut step: impl FnMut(&str, &CgroupPath) -> Step,
+    seen: &mut dyn FnMut(&CgroupPath, &[String]),
     pause: &mut dyn FnMut(),
 ) -> Result<bool, CgroupError> {
     // [kubelet-like subtrees, the rest]; entries are (cgroup, depth below start).
@@ -177,6 +184,7 @@ fn walk(
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         };
+        seen(&dir, &names);
         pause();
         for name in names {
             // Names that are not valid components cannot be kubelet cgroups.
@@ -220,8 +228,28 @@ pub fn scan_pods_pausing(
         }
         None => Step::Descend,
     };
-    let truncated = walk(fs, start, limits, step, pause)?;
-    Ok(ScanResult { pods, truncated })
+    let mut listings = BTreeMap::new();
+    let mut listed = |dir: &CgroupPath, names: &[String]| {
+        listings.insert(dir.clone(), names.to_vec());
+    };
+    let truncated = walk(fs, start, limits, step, &mut listed, pause)?;
+    // Only the pods' ancestors: a scan from the root lists unrelated trees too.
+    let mut ancestors = BTreeSet::new();
+    for (_, pod) in &pods {
+        let mut up = pod.parent();
+        while let Some(dir) = up {
+            up = dir.parent();
+            if !ancestors.insert(dir) {
+                break;
+            }
+        }
+    }
+    listings.retain(|dir, _| ancestors.contains(dir));
+    Ok(ScanResult {
+        pods,
+        truncated,
+        listings,
+    })
 }
 
 /// Finds the cgroup of pod `uid` below `start`: the first match, kubelet-like subtrees searched first. Matching compares
@@ -247,6 +275,7 @@ pub fn find_pod_cgroup(
                 Step::Descend
             }
         },
+        &mut |_, _| {},
         &mut || {},
     )?;
     Ok(hit)

@@ -170,6 +170,9 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
             () = near_poll_due => near_poll = true,
             _ = resync.tick() => agent.forget_writes(),
         }
+        // Polls are timed from when their round began, not ended: a round's own time (its API
+        // writes, a slow FUSE) must not stretch the interval, or pressure is seen that much later.
+        let woke = tokio::time::Instant::now();
         let mut snapshot = objects.snapshot();
         if let Some(hint) = pending.as_ref().and_then(|r| r.hint.as_ref()) {
             inputs::add_hint(&mut snapshot, hint);
@@ -224,7 +227,7 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
                 Ok(report) => {
                     near_pods = near_threshold(&report);
                     if !near_pods.is_empty() {
-                        next_near_poll = Some(tokio::time::Instant::now() + fast_poll);
+                        next_near_poll = Some(next_start(woke, fast_poll));
                     }
                 }
                 Err(err) => warn!(
@@ -261,18 +264,20 @@ pub async fn drive(parts: Loop<'_>, stop: CancellationToken) {
                 let newly_unknown = unknown
                     && now - *grant_unknown_since.get_or_insert(now) < inputs::UNSETTLED_GRACE;
                 near_pods = near_threshold(report);
-                next_near_poll =
-                    (!near_pods.is_empty() && fast_poll < poll_interval).then(|| now + fast_poll);
-                next_poll = now
-                    + if newly_unknown {
+                next_near_poll = (!near_pods.is_empty() && fast_poll < poll_interval)
+                    .then(|| next_start(woke, fast_poll));
+                next_poll = next_start(
+                    woke,
+                    if newly_unknown {
                         fast_poll
                     } else {
                         poll_interval
-                    };
+                    },
+                );
                 new_cgroup.expect(settling.node_round_ended(report));
             }
             Err(err) => {
-                next_poll = tokio::time::Instant::now() + poll_interval;
+                next_poll = next_start(woke, poll_interval);
                 warn!(
                     reason = err.reason(),
                     error = err as &dyn std::error::Error,
@@ -519,6 +524,15 @@ impl Sides<'_> {
     }
 }
 
+/// When the next round of a kind that runs every `period` starts, the last one having started at
+/// `began`: a period after it, or, if it ran past that, a whole period from now (a node too big
+/// for its period is polled back to back no more than a small one).
+fn next_start(began: tokio::time::Instant, period: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    let due = began + period;
+    if due > now { due } else { now + period }
+}
+
 /// Sleeps until `at`; never wakes without one.
 async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     match at {
@@ -618,5 +632,32 @@ async fn refresh_grants(
                 last => last,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::{Instant, advance};
+
+    use super::next_start;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_round_that_runs_past_its_period_is_followed_a_whole_period_later() {
+        let period = Duration::from_secs(1);
+        let began = Instant::now();
+        advance(Duration::from_millis(300)).await;
+        assert_eq!(
+            next_start(began, period),
+            began + period,
+            "on time: a period after it began"
+        );
+        advance(Duration::from_millis(900)).await;
+        assert_eq!(
+            next_start(began, period),
+            began + Duration::from_millis(2200),
+            "past its period: not back to back"
+        );
     }
 }

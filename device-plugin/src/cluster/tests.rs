@@ -805,3 +805,98 @@ async fn a_pod_asked_for_shows_its_limits_applied_before_any_node_round() {
     };
     tokio::join!(drive(parts, stop.clone()), test);
 }
+
+#[tokio::test(start_paused = true)]
+async fn node_rounds_start_a_poll_interval_apart_however_long_their_writes_take() {
+    use std::time::Duration;
+
+    use tokio::sync::{Notify, mpsc};
+    use tokio::time::Instant;
+
+    use crate::cluster::cgroup_watch::CgroupSignal;
+    use crate::cluster::drive::{Loop, ObjectSource, drive};
+    use crate::cluster::health::Health;
+
+    const POLL: Duration = Duration::from_secs(1);
+    const WRITE: Duration = Duration::from_millis(150);
+    const ROUNDS: usize = 5;
+
+    /// The pod's usage crosses its `high` (4Gi) one way or the other at every snapshot, so every
+    /// node round has a condition to write; says when each snapshot was taken.
+    #[derive(Default)]
+    struct Flipping {
+        taken: Mutex<Vec<Instant>>,
+        told: Notify,
+    }
+    impl ObjectSource for Flipping {
+        fn snapshot(&self) -> Objects {
+            let mut taken = self.taken.lock().expect("lock");
+            taken.push(Instant::now());
+            self.told.notify_one();
+            let usage = if taken.len().is_multiple_of(2) {
+                "6Gi"
+            } else {
+                "1Gi"
+            };
+            Objects {
+                pods: vec![Arc::new(pod("train-0", UID, usage, "Running"))],
+                quotas: vec![quota()],
+                ..Objects::default()
+            }
+        }
+    }
+    /// An API server that takes [`WRITE`] for each write; says when each write ended.
+    #[derive(Default)]
+    struct Slow(Mutex<Vec<Instant>>);
+    #[tonic::async_trait]
+    impl ApiSink for Slow {
+        async fn write(&self, _: &ApiWrite) -> Result<(), ActError> {
+            tokio::time::sleep(WRITE).await;
+            self.0.lock().expect("lock").push(Instant::now());
+            Ok(())
+        }
+    }
+
+    let objects = Flipping::default();
+    let sink = Slow::default();
+    let (_requests, rounds) = mpsc::channel(1);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let parts = Loop {
+        agent: agent(),
+        objects: &objects,
+        sink: &sink,
+        trigger: Arc::new(Notify::new()),
+        new_cgroup: Arc::new(CgroupSignal::default()),
+        rounds,
+        kubelet: None,
+        dra: None,
+        poll_interval: POLL,
+        // Adaptive polling off: node rounds only.
+        near_poll_interval: POLL,
+        resync: Duration::from_secs(3600),
+        health: Arc::new(Health::default()),
+    };
+    let began = Instant::now();
+    let test = async {
+        while objects.taken.lock().expect("lock").len() < ROUNDS {
+            objects.told.notified().await;
+        }
+        stop.cancel();
+    };
+    tokio::join!(drive(parts, stop.clone()), test);
+    let taken = objects.taken.lock().expect("lock").clone();
+    let ended = sink.0.lock().expect("lock").clone();
+    // Every round but the last (cancelled) spent time writing before the next began.
+    for pair in taken.windows(2) {
+        assert!(
+            ended.iter().any(|e| *e >= pair[0] + WRITE && *e < pair[1]),
+            "a round wrote nothing: snapshots {taken:?}, writes ended {ended:?}"
+        );
+    }
+    let starts: Vec<Duration> = taken[..ROUNDS].iter().map(|t| *t - began).collect();
+    let every_poll: Vec<Duration> = (1..=ROUNDS as u32).map(|k| POLL * k).collect();
+    assert_eq!(
+        starts, every_poll,
+        "rounds start a poll interval after the last began"
+    );
+}

@@ -10,6 +10,7 @@ use super::observe::read_bytes;
 use super::report::LimitsOutcome;
 use crate::cgroup::dmem::{Applied, apply_limit};
 use crate::cgroup::format::DmemValue;
+use crate::cgroup::path::Listings;
 use crate::cgroup::probe::enable_dmem_along;
 use crate::cgroup::{CgroupError, CgroupFile, CgroupFs, CgroupPath};
 use crate::decide::ancestors::{ChildReading, PerRegion, ancestor_lows};
@@ -96,12 +97,14 @@ pub fn pod_limits(fs: &dyn CgroupFs, pod: &ObservedPod, pod_plan: &PodPlan) -> L
 /// Reads what [`ancestor_lows`] needs for the ancestors of `pods` and `read_pods` (below the root,
 /// which has no `dmem.low`), then writes every ancestor low that differs. `pods` maps each pod
 /// cgroup to its usage as read this round and the low it will have after it; the usage and low of
-/// `read_pods` (settled by another round meanwhile) are read from their files. Returns the number
-/// of writes.
+/// `read_pods` (settled by another round meanwhile) are read from their files. An ancestor's
+/// children are taken from `listed` (what this round's scan listed there, plus `read_pods`) where
+/// it has them, else listed now. Returns the number of writes.
 pub fn protect_ancestors(
     fs: &dyn CgroupFs,
     pods: &BTreeMap<CgroupPath, ChildReading>,
     read_pods: &[CgroupPath],
+    listed: &Listings,
     regions: &[String],
 ) -> Result<usize, CgroupError> {
     let is_pod = |p: &CgroupPath| pods.contains_key(p) || read_pods.contains(p);
@@ -112,14 +115,22 @@ pub fn protect_ancestors(
     let mut children = BTreeMap::new();
     let mut readings = BTreeMap::new();
     for ancestor in &ancestors {
-        let kids: Vec<CgroupPath> = fs
-            .children(ancestor)?
-            .iter()
-            .filter_map(|name| ancestor.join(name).ok())
-            .collect();
+        let mut kids: BTreeSet<CgroupPath> = match listed.get(ancestor) {
+            Some(names) => names.iter().filter_map(|n| ancestor.join(n).ok()).collect(),
+            None => (fs.children(ancestor)?.iter())
+                .filter_map(|name| ancestor.join(name).ok())
+                .collect(),
+        };
+        // Settled after the scan listed their parent.
+        kids.extend(
+            (read_pods.iter())
+                .filter(|pod| pod.parent().as_ref() == Some(ancestor))
+                .cloned(),
+        );
         for kid in &kids {
             let reading = match pods.get(kid) {
                 Some(pod) => pod.clone(),
+                // A child removed since the scan listed it reads as nothing, as one without dmem.
                 None => ChildReading {
                     usage: read_bytes(fs, kid, CgroupFile::DmemCurrent)?,
                     low: if ancestors.contains(kid) {
@@ -131,7 +142,7 @@ pub fn protect_ancestors(
             };
             readings.insert(kid.clone(), reading);
         }
-        children.insert(ancestor.clone(), kids);
+        children.insert(ancestor.clone(), kids.into_iter().collect());
     }
     let wanted = ancestor_lows(&ancestors, &children, &readings, regions);
     let mut writes = 0;

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::cgroup::path::{ScanLimits, pod_uid_from_name, scan_pods_pausing};
+use crate::cgroup::path::{Listings, ScanLimits, pod_uid_from_name, scan_pods_pausing};
 use crate::cgroup::{CgroupError, CgroupFile, CgroupFs, CgroupPath};
 
 /// Most parent directories remembered; past it a scan's own replace them (a node has a handful:
@@ -64,7 +64,7 @@ impl PodCgroups {
         fs: &dyn CgroupFs,
         root: &CgroupPath,
     ) -> Result<BTreeMap<String, CgroupPath>, CgroupError> {
-        let found = scan(fs, root, &mut || {})?;
+        let found = scan(fs, root, &mut || {})?.pods;
         self.remember(&found);
         Ok(found)
     }
@@ -143,14 +143,26 @@ impl PodCgroups {
     }
 }
 
+/// What [`scan`] found.
+#[derive(Debug, Default)]
+pub struct Scanned {
+    /// Every pod cgroup below the root, by pod UID.
+    pub pods: BTreeMap<String, CgroupPath>,
+    /// What the scan listed in the pods' ancestors.
+    pub listings: Listings,
+}
+
 /// Every pod cgroup below `root`, by pod UID, calling `pause` after each directory listed.
 pub fn scan(
     fs: &dyn CgroupFs,
     root: &CgroupPath,
     pause: &mut dyn FnMut(),
-) -> Result<BTreeMap<String, CgroupPath>, CgroupError> {
+) -> Result<Scanned, CgroupError> {
     let found = scan_pods_pausing(fs, root, ScanLimits::default(), pause)?;
-    Ok(found.pods.into_iter().collect())
+    Ok(Scanned {
+        pods: found.pods.into_iter().collect(),
+        listings: found.listings,
+    })
 }
 
 #[cfg(test)]

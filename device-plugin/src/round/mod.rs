@@ -17,6 +17,7 @@ use kube_dmem_crds::select::{PodFacts, QuotaFacts, QuotaRef};
 
 pub use report::{LimitsOutcome, PodReport, RegionReport, RoundReport};
 
+use crate::cgroup::path::Listings;
 use crate::cgroup::{CgroupError, CgroupFs, CgroupPath};
 use crate::decide::ancestors::ChildReading;
 use crate::decide::foreign::{self, Written};
@@ -224,15 +225,18 @@ fn scoped_round(
     waiting: &mut dyn GiveWay,
 ) -> Result<(RoundReport, BTreeMap<String, CgroupPath>), CgroupError> {
     let mut gave_way = GaveWay::default();
+    // What the scan listed in the pods' ancestors: the ancestors' protection sums their children.
+    let mut listings = Listings::new();
     let found = match scope {
         // Every pod cgroup: what was written to the others is forgotten below. Pods rounds
         // waiting meanwhile run between two directories.
         Scope::Node => {
-            let found = locate::scan(fs, &cfg.scan_root, &mut || {
+            let scanned = locate::scan(fs, &cfg.scan_root, &mut || {
                 gave_way.absorb(waiting.between_pods(fs, memory));
             })?;
-            memory.cgroups.remember(&found);
-            found
+            memory.cgroups.remember(&scanned.pods);
+            listings = scanned.listings;
+            scanned.pods
         }
         // Its own pods only, looked up: its cost does not grow with the node's pods.
         Scope::Pods => {
@@ -376,7 +380,7 @@ fn scoped_round(
         return Ok((report, found));
     }
     let names: Vec<String> = report.regions.iter().map(|r| r.region.clone()).collect();
-    match act::protect_ancestors(fs, &protect, &gave_way.cgroups, &names) {
+    match act::protect_ancestors(fs, &protect, &gave_way.cgroups, &listings, &names) {
         Ok(writes) => report.writes += writes,
         // The pods' own limits are in force; a failed ancestor write only weakens protection
         // until the next round retries it.

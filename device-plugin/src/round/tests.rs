@@ -569,3 +569,91 @@ fn a_node_round_gives_way_to_pods_rounds_and_takes_in_what_they_settled() {
     );
     assert_eq!(memory.written.len(), remembered, "nothing was forgotten");
 }
+
+/// [`node`] with half a GiB used by its pod and an empty `/kubepods/burstable` beside the pod's
+/// QoS directory (the scan lists four directories).
+fn node_with_a_sibling() -> SimCgroups {
+    let fs = node();
+    let mut k = fs.kernel().lock().expect("kernel");
+    k.mkdir(SIBLING).expect("mkdir");
+    k.alloc_bo(POD, R0, G / 2).expect("usage");
+    drop(k);
+    fs
+}
+
+const SIBLING: &str = "/kubepods/burstable";
+
+fn low_of(fs: &SimCgroups, group: &str) -> DmemValue {
+    read_values(fs, &path(group), CgroupFile::DmemLow)
+        .expect("dmem.low")
+        .get(R0)
+        .expect("region line")
+}
+
+#[test]
+fn the_ancestors_protection_sums_what_the_scan_listed_without_listing_again() {
+    let fs = node_with_a_sibling();
+    let report = run_round_with(
+        &fs,
+        &cfg(),
+        &[pod()],
+        &protecting_quota(),
+        &BadInputs::default(),
+        &mut Memory::default(),
+    )
+    .expect("node round");
+    assert_eq!(report.pods[0].outcome, LimitsOutcome::Applied);
+    assert_eq!(low_of(&fs, "/kubepods/besteffort"), DmemValue::Bytes(G / 2));
+    assert_eq!(low_of(&fs, "/kubepods"), DmemValue::Bytes(G / 2));
+    assert_eq!(
+        fs.listings(),
+        AFTER_THE_SCAN + 1,
+        "each directory listed once: /, /kubepods and its two QoS directories"
+    );
+}
+
+/// Runs a node round on `fs` for [`pod`] that calls `between` where it gives way right before
+/// the ancestors' protection (the scan of [`node_with_a_sibling`] lists one more directory).
+fn node_round_calling_before_the_ancestors(
+    fs: &SimCgroups,
+    memory: &mut Memory,
+    between: impl FnMut(&dyn CgroupFs, &mut Memory) -> GaveWay,
+) {
+    let mut waiting = OnCall {
+        at: AFTER_THE_SCAN + 1 + 2 + 1,
+        calls: 0,
+        script: between,
+    };
+    run_node_round_giving_way(
+        fs,
+        &cfg(),
+        &[pod()],
+        &protecting_quota(),
+        &BadInputs::default(),
+        memory,
+        &mut waiting,
+    )
+    .expect("node round");
+    assert!(
+        waiting.calls >= waiting.at,
+        "gave way {} times",
+        waiting.calls
+    );
+}
+
+#[test]
+fn a_cgroup_removed_after_the_scan_listed_it_counts_as_nothing_in_its_parents_protection() {
+    let fs = node_with_a_sibling();
+    let sim = &fs;
+    node_round_calling_before_the_ancestors(&fs, &mut Memory::default(), |_, _| {
+        (sim.kernel().lock().expect("kernel"))
+            .rmdir(SIBLING)
+            .expect("rmdir");
+        GaveWay::default()
+    });
+    assert_eq!(
+        low_of(&fs, "/kubepods"),
+        DmemValue::Bytes(G / 2),
+        "the protection went on without the removed cgroup"
+    );
+}

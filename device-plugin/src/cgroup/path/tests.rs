@@ -183,6 +183,32 @@ fn scan_finds_every_layout() {
     got.sort();
     want.sort();
     assert_eq!(got, want);
+    // The listings kept are those of the pods' ancestors, each naming the way down to them.
+    let mut ancestors = std::collections::BTreeSet::new();
+    for (_, path) in &pods {
+        let pod = CgroupPath::new(path).unwrap();
+        for (dir, below) in pod
+            .ancestors_and_self()
+            .iter()
+            .zip(pod.ancestors_and_self().iter().skip(1))
+        {
+            let names = &result.listings[dir];
+            assert!(
+                names.iter().any(|n| Some(n.as_str()) == below.name()),
+                "{dir} lists {below}"
+            );
+            ancestors.insert(dir.clone());
+        }
+    }
+    assert_eq!(
+        result
+            .listings
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        ancestors,
+        "no unrelated tree (user.slice) kept"
+    );
 }
 
 #[test]
