@@ -11,6 +11,10 @@ use tokio::sync::watch;
 
 use super::agent::Agent;
 use super::backend::Backend;
+use super::cgroup_watch::CgroupSignal;
+use super::drive::{Loop, NEAR_POLL, ObjectSource};
+use super::health::Health;
+use super::prestart::RoundRequest;
 use crate::cgroup::CgroupPath;
 use crate::cluster::api::{ActError, ApiSink, ApiWrite};
 use crate::cluster::objects::Objects;
@@ -118,6 +122,30 @@ fn events(writes: &[ApiWrite]) -> Vec<(bool, &str)> {
             _ => None,
         })
         .collect()
+}
+
+/// The parts of an agent loop over `objects` and `sink` without kubelet or DRA: polls at the
+/// defaults, a resync an hour apart.
+fn loop_parts<'a>(
+    agent: Agent,
+    objects: &'a dyn ObjectSource,
+    sink: &'a dyn ApiSink,
+    rounds: tokio::sync::mpsc::Receiver<RoundRequest>,
+) -> Loop<'a> {
+    Loop {
+        agent,
+        objects,
+        sink,
+        trigger: Arc::new(tokio::sync::Notify::new()),
+        new_cgroup: Arc::new(CgroupSignal::default()),
+        rounds,
+        kubelet: None,
+        dra: None,
+        poll_interval: std::time::Duration::from_secs(1),
+        near_poll_interval: NEAR_POLL,
+        resync: std::time::Duration::from_secs(3600),
+        health: Arc::new(Health::default()),
+    }
 }
 
 fn t(secs: i64) -> Timestamp {
@@ -721,10 +749,7 @@ async fn a_settled_pod_has_its_limits_at_once_and_its_conditions_from_the_node_r
 
 #[tokio::test(start_paused = true)]
 async fn a_pod_asked_for_shows_its_limits_applied_before_any_node_round() {
-    use crate::cluster::cgroup_watch::CgroupSignal;
-    use crate::cluster::drive::{Loop, ObjectSource, drive};
-    use crate::cluster::health::Health;
-    use crate::cluster::prestart::RoundRequest;
+    use crate::cluster::drive::drive;
     use std::time::Duration;
     use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -764,18 +789,8 @@ async fn a_pod_asked_for_shows_its_limits_applied_before_any_node_round() {
     let (requests, rounds) = mpsc::channel(4);
     let stop = tokio_util::sync::CancellationToken::new();
     let parts = Loop {
-        agent,
-        objects: &objects,
-        sink: &sink,
-        trigger: Arc::new(Notify::new()),
-        new_cgroup: Arc::new(CgroupSignal::default()),
-        rounds,
-        kubelet: None,
-        dra: None,
         poll_interval: Duration::from_secs(3600),
-        near_poll_interval: crate::cluster::drive::NEAR_POLL,
-        resync: Duration::from_secs(3600),
-        health: Arc::new(Health::default()),
+        ..loop_parts(agent, &objects, &sink, rounds)
     };
     let test = async {
         let (reply, answer) = oneshot::channel();
@@ -813,9 +828,7 @@ async fn node_rounds_start_a_poll_interval_apart_however_long_their_writes_take(
     use tokio::sync::{Notify, mpsc};
     use tokio::time::Instant;
 
-    use crate::cluster::cgroup_watch::CgroupSignal;
-    use crate::cluster::drive::{Loop, ObjectSource, drive};
-    use crate::cluster::health::Health;
+    use crate::cluster::drive::drive;
 
     const POLL: Duration = Duration::from_secs(1);
     const WRITE: Duration = Duration::from_millis(150);
@@ -862,19 +875,10 @@ async fn node_rounds_start_a_poll_interval_apart_however_long_their_writes_take(
     let (_requests, rounds) = mpsc::channel(1);
     let stop = tokio_util::sync::CancellationToken::new();
     let parts = Loop {
-        agent: agent(),
-        objects: &objects,
-        sink: &sink,
-        trigger: Arc::new(Notify::new()),
-        new_cgroup: Arc::new(CgroupSignal::default()),
-        rounds,
-        kubelet: None,
-        dra: None,
         poll_interval: POLL,
         // Adaptive polling off: node rounds only.
         near_poll_interval: POLL,
-        resync: Duration::from_secs(3600),
-        health: Arc::new(Health::default()),
+        ..loop_parts(agent(), &objects, &sink, rounds)
     };
     let began = Instant::now();
     let test = async {

@@ -463,16 +463,7 @@ fn a_node_round_gives_way_while_it_scans_around_each_pod_and_before_the_ancestor
         calls: 0,
         script: |_: &dyn CgroupFs, _: &mut Memory| GaveWay::default(),
     };
-    run_node_round_giving_way(
-        &fs,
-        &cfg(),
-        &[pod()],
-        &protecting_quota(),
-        &BadInputs::default(),
-        &mut Memory::default(),
-        &mut never,
-    )
-    .expect("node round");
+    node_round_giving_way(&fs, &mut never);
     // Each directory the scan lists, the pod read, the pod acted on, then before the ancestors.
     assert_eq!(never.calls, AFTER_THE_SCAN + 2 + 1);
 }
@@ -612,48 +603,40 @@ fn the_ancestors_protection_sums_what_the_scan_listed_without_listing_again() {
     );
 }
 
-/// Runs a node round on `fs` for [`pod`] that calls `between` where it gives way right before
-/// the ancestors' protection (the scan of [`node_with_a_sibling`] lists one more directory).
-fn node_round_calling_before_the_ancestors(
-    fs: &SimCgroups,
-    memory: &mut Memory,
-    between: impl FnMut(&dyn CgroupFs, &mut Memory) -> GaveWay,
-) {
-    let mut waiting = OnCall {
+#[test]
+fn a_cgroup_removed_after_the_scan_listed_it_counts_as_nothing_in_its_parents_protection() {
+    let fs = node_with_a_sibling();
+    let sim = &fs;
+    // Right before the ancestors' protection: after the scan's four directories and the pod.
+    let mut remove = OnCall {
         at: AFTER_THE_SCAN + 1 + 2 + 1,
         calls: 0,
-        script: between,
+        script: |_: &dyn CgroupFs, _: &mut Memory| {
+            (sim.kernel().lock().expect("kernel"))
+                .rmdir(SIBLING)
+                .expect("rmdir");
+            GaveWay::default()
+        },
     };
+    node_round_giving_way(&fs, &mut remove);
+    assert!(!fs.exists(&path(SIBLING), CgroupFile::CgroupControllers));
+    assert_eq!(
+        low_of(&fs, "/kubepods"),
+        DmemValue::Bytes(G / 2),
+        "the protection went on without the removed cgroup"
+    );
+}
+
+/// A node round on `fs` for [`pod`] under [`protecting_quota`] that gives way to `waiting`.
+fn node_round_giving_way(fs: &SimCgroups, waiting: &mut dyn GiveWay) {
     run_node_round_giving_way(
         fs,
         &cfg(),
         &[pod()],
         &protecting_quota(),
         &BadInputs::default(),
-        memory,
-        &mut waiting,
+        &mut Memory::default(),
+        waiting,
     )
     .expect("node round");
-    assert!(
-        waiting.calls >= waiting.at,
-        "gave way {} times",
-        waiting.calls
-    );
-}
-
-#[test]
-fn a_cgroup_removed_after_the_scan_listed_it_counts_as_nothing_in_its_parents_protection() {
-    let fs = node_with_a_sibling();
-    let sim = &fs;
-    node_round_calling_before_the_ancestors(&fs, &mut Memory::default(), |_, _| {
-        (sim.kernel().lock().expect("kernel"))
-            .rmdir(SIBLING)
-            .expect("rmdir");
-        GaveWay::default()
-    });
-    assert_eq!(
-        low_of(&fs, "/kubepods"),
-        DmemValue::Bytes(G / 2),
-        "the protection went on without the removed cgroup"
-    );
 }
