@@ -99,7 +99,7 @@ pub struct RunArgs {
     /// Address of the admin server (/live, /ready, /metrics).
     #[arg(long, env = "KUBE_DMEM_ADMIN_ADDR", default_value = "0.0.0.0:9808")]
     pub admin_addr: core::net::SocketAddr,
-    /// How often usage is read for pressure, e.g. `1s`.
+    /// How often usage is read for pressure, e.g. `1s` (from the start of one poll to the next).
     #[arg(long, env = "KUBE_DMEM_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub poll_interval: std::time::Duration,
     /// How often usage is read while some pod is within 10 % below its `high` or `max`, e.g.
