@@ -194,6 +194,19 @@ struct Node {
     _dir: tempfile::TempDir,
 }
 
+/// Asks the agent loop behind `rounds` for a round of the test's pod; the receiver of its outcome.
+async fn ask(rounds: &mpsc::Sender<RoundRequest>) -> oneshot::Receiver<Option<LimitsOutcome>> {
+    let (reply, answer) = oneshot::channel();
+    let pod = (NS.to_owned(), NAME.to_owned());
+    let request = RoundRequest {
+        pod,
+        hint: None,
+        reply,
+    };
+    rounds.send(request).await.expect("agent loop");
+    answer
+}
+
 impl Node {
     /// The simulated kubelet ([`Backend::Sim`]) makes the pod's cgroup in the first round.
     fn start() -> Self {
@@ -241,15 +254,7 @@ impl Node {
     /// Runs one round (the simulated kubelet makes the pod's cgroup), then removes the pod's
     /// cgroup behind the simulated kubelet's back: it will not make it again.
     async fn lose_pod_cgroup(&self) {
-        let (reply, answer) = oneshot::channel();
-        self.rounds
-            .send(RoundRequest {
-                pod: (NS.to_owned(), NAME.to_owned()),
-                hint: None,
-                reply,
-            })
-            .await
-            .expect("agent loop");
+        let answer = ask(&self.rounds).await;
         assert_eq!(answer.await.expect("round"), Some(LimitsOutcome::Applied));
         self.fs
             .kernel()
@@ -351,15 +356,7 @@ async fn a_held_creation_is_answered_while_the_kubelet_is_slow_to_list() {
     // A pod change: the node round starts by listing the kubelet's pods, which hangs.
     trigger.notify_one();
     called.await;
-    let (reply, answer) = oneshot::channel();
-    rounds_tx
-        .send(RoundRequest {
-            pod: (NS.to_owned(), NAME.to_owned()),
-            hint: None,
-            reply,
-        })
-        .await
-        .expect("agent loop");
+    let answer = ask(&rounds_tx).await;
     let outcome = tokio::time::timeout(Duration::from_secs(10), answer)
         .await
         .expect("answered while the listing hangs")
