@@ -906,6 +906,12 @@ fn first_instruction_refusals(ctx: &TestCtx, prefix: &str, n: usize) -> Result<u
             *answers.entry(answer).or_default() += count;
         }
         not_started.extend(outcome.not_started);
+        // A long run (100 pods under TCG take hours) says how far it got, should it be cut.
+        eprintln!(
+            "{prefix}: {ran} of {n} pods ran, first allocations past max answered {answers:?}; \
+             {} replaced",
+            not_started.len()
+        );
         ensure!(
             not_started.len() <= MAX_NOT_STARTED,
             "{prefix}: the runtime failed to start {} containers, more than the {MAX_NOT_STARTED} \

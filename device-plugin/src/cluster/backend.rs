@@ -8,14 +8,13 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube_dmem_crds::limits::HighSupport;
-use kube_dmem_crds::select::{PodFacts, QuotaFacts};
 use kube_dmem_sim::{Profile, SimConfig};
 
 use super::waiting::{Between, Waiting};
 use crate::cgroup::probe::{KernelProfile, decide, probe};
 use crate::cgroup::{CgroupError, CgroupPath, SimCgroups, SysfsCgroups};
 use crate::round::{
-    BadInputs, LimitsOutcome, Memory, PodReport, RoundConfig, RoundReport, Scope,
+    LimitsOutcome, Memory, PodReport, RoundConfig, RoundInputs, RoundReport, Scope,
     run_node_round_giving_way, run_scoped_round,
 };
 use crate::standalone::sim_node::{SimNode, SimNodeError};
@@ -137,16 +136,7 @@ impl Backend {
     /// Runs the pods rounds in `waiting`, each answered on its job's channel.
     pub fn settle_waiting(&mut self, cfg: &RoundConfig, memory: &mut Memory, waiting: &Waiting) {
         for job in waiting.take() {
-            let report = self.round(
-                cfg,
-                &job.pods,
-                &job.facts,
-                &job.quotas,
-                &job.invalid,
-                memory,
-                Scope::Pods,
-                waiting,
-            );
+            let report = self.round(cfg, &job.pods, job.inputs(), memory, Scope::Pods, waiting);
             let _ = job.reply.send(report);
         }
     }
@@ -154,17 +144,14 @@ impl Backend {
     /// One round over `scope`: with the simulator, the kubelet first creates the cgroups of new
     /// pods (and removes those of pods that are gone), then the agent applies limits, then (in a
     /// node round) the workloads allocate and a second round reads what they did. `pods` are all
-    /// the node's pods; `facts` those the round covers. A node round on the cgroupfs runs the pods
+    /// the node's pods; the inputs' pods those the round covers. A node round on the cgroupfs runs the pods
     /// rounds queued in `waiting` between its pods; the simulator's cannot (its kubelet makes the
     /// cgroups inside rounds), so they wait for it there.
-    #[allow(clippy::too_many_arguments)]
     pub fn round(
         &mut self,
         cfg: &RoundConfig,
         pods: &[Arc<Pod>],
-        facts: &[PodFacts],
-        quotas: &[QuotaFacts],
-        invalid: &BadInputs,
+        inputs: RoundInputs<'_>,
         memory: &mut Memory,
         scope: Scope,
         waiting: &Waiting,
@@ -172,28 +159,28 @@ impl Backend {
         match self {
             Backend::Sysfs(fs) if scope == Scope::Node => {
                 let mut between = Between { waiting, cfg };
-                run_node_round_giving_way(fs, cfg, facts, quotas, invalid, memory, &mut between)
+                run_node_round_giving_way(fs, cfg, inputs, memory, &mut between)
                     .map_err(BackendError::Round)
             }
-            Backend::Sysfs(fs) => run_scoped_round(fs, cfg, facts, quotas, invalid, memory, scope)
-                .map_err(BackendError::Round),
+            Backend::Sysfs(fs) => {
+                run_scoped_round(fs, cfg, inputs, memory, scope).map_err(BackendError::Round)
+            }
             Backend::Sim { node, fs } => {
                 let pods: Vec<Pod> = pods.iter().map(|p| p.as_ref().clone()).collect();
                 node.sync_pods(&pods).map_err(BackendError::SimNode)?;
-                let before = run_scoped_round(fs, cfg, facts, quotas, invalid, memory, scope)
+                let before = run_scoped_round(fs, cfg, inputs, memory, scope)
                     .map_err(BackendError::Round)?;
                 if scope == Scope::Pods {
                     return Ok(before);
                 }
                 node.run_workloads(&pods).map_err(BackendError::SimNode)?;
-                let mut after = run_scoped_round(fs, cfg, facts, quotas, invalid, memory, scope)
+                let mut after = run_scoped_round(fs, cfg, inputs, memory, scope)
                     .map_err(BackendError::Round)?;
                 after.writes += before.writes;
                 Ok(after)
             }
             Backend::Unavailable { .. } => Ok(RoundReport {
-                pods: facts
-                    .iter()
+                pods: (inputs.pods.iter())
                     .map(|f| PodReport {
                         facts: f.clone(),
                         governing: None,

@@ -131,16 +131,7 @@ impl Kernel {
         let result = tokio::task::spawn_blocking(move || {
             let mut backend = backend.lock().map_err(|_| RoundError::Task)?;
             let mut memory = memory.lock().map_err(|_| RoundError::Task)?;
-            let report = backend.round(
-                &cfg,
-                &job.pods,
-                &job.facts,
-                &job.quotas,
-                &job.invalid,
-                &mut memory,
-                scope,
-                &waiting,
-            );
+            let report = backend.round(&cfg, &job.pods, job.inputs(), &mut memory, scope, &waiting);
             // What queued too late for this round's last pod runs now, not after another wait.
             backend.settle_waiting(&cfg, &mut memory, &waiting);
             report.map_err(RoundError::Backend)

@@ -13,7 +13,9 @@ use tokio::sync::oneshot;
 
 use super::backend::BackendError;
 use crate::cgroup::CgroupFs;
-use crate::round::{BadInputs, GaveWay, GiveWay, Memory, RoundConfig, RoundReport, settle_between};
+use crate::round::{
+    BadInputs, GaveWay, GiveWay, Memory, RoundConfig, RoundInputs, RoundReport, settle_between,
+};
 
 /// One pods round to run, with where its report goes.
 pub struct SettleJob {
@@ -27,6 +29,17 @@ pub struct SettleJob {
     pub invalid: BadInputs,
     /// The round's report, or why it failed.
     pub reply: oneshot::Sender<Result<RoundReport, BackendError>>,
+}
+
+impl SettleJob {
+    /// What its round decides from.
+    pub fn inputs(&self) -> RoundInputs<'_> {
+        RoundInputs {
+            pods: &self.facts,
+            quotas: &self.quotas,
+            invalid: &self.invalid,
+        }
+    }
 }
 
 /// The queue of pods rounds waiting for the kernel.
@@ -71,8 +84,7 @@ impl GiveWay for Between<'_> {
     fn between_pods(&mut self, fs: &dyn CgroupFs, memory: &mut Memory) -> GaveWay {
         let mut gave_way = GaveWay::default();
         for job in self.waiting.take() {
-            let result =
-                settle_between(fs, self.cfg, &job.facts, &job.quotas, &job.invalid, memory);
+            let result = settle_between(fs, self.cfg, job.inputs(), memory);
             match result {
                 Ok((report, settled)) => {
                     gave_way.absorb(settled);

@@ -55,6 +55,45 @@ pub struct BadInputs {
     pub grant_unknown: BTreeMap<String, String>,
 }
 
+/// What a round decides from, besides the node's settings: the pods it covers, the quotas, and
+/// the inputs it must not take as given.
+#[derive(Clone, Copy, Debug)]
+pub struct RoundInputs<'a> {
+    /// The pods: every pod of the node in a node round, the pods to settle in a pods round.
+    pub pods: &'a [PodFacts],
+    /// Every quota of the node's pods' namespaces (a stale one with its last valid spec).
+    pub quotas: &'a [QuotaFacts],
+    /// What of them is not to be taken as given.
+    pub invalid: &'a BadInputs,
+}
+
+impl<'a> RoundInputs<'a> {
+    /// `pods` under `quotas`, with what of them is not to be taken as given.
+    pub fn new(pods: &'a [PodFacts], quotas: &'a [QuotaFacts], invalid: &'a BadInputs) -> Self {
+        RoundInputs {
+            pods,
+            quotas,
+            invalid,
+        }
+    }
+
+    /// `pods` under `quotas`, all valid.
+    pub fn valid(pods: &'a [PodFacts], quotas: &'a [QuotaFacts]) -> Self {
+        RoundInputs {
+            pods,
+            quotas,
+            invalid: &NO_BAD_INPUTS,
+        }
+    }
+}
+
+/// No bad input.
+static NO_BAD_INPUTS: BadInputs = BadInputs {
+    stale: BTreeMap::new(),
+    held: BTreeMap::new(),
+    grant_unknown: BTreeMap::new(),
+};
+
 /// Which pods a round covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -85,19 +124,17 @@ pub fn run_round(
     quotas: &[QuotaFacts],
 ) -> Result<RoundReport, CgroupError> {
     let mut memory = Memory::default();
-    run_round_with(fs, cfg, pods, quotas, &BadInputs::default(), &mut memory)
+    run_round_with(fs, cfg, RoundInputs::valid(pods, quotas), &mut memory)
 }
 
-/// [`run_round`], with quotas whose current spec is invalid, and what earlier rounds remember.
+/// [`run_round`], with inputs that may be bad, and what earlier rounds remember.
 pub fn run_round_with(
     fs: &dyn CgroupFs,
     cfg: &RoundConfig,
-    pods: &[PodFacts],
-    quotas: &[QuotaFacts],
-    invalid: &BadInputs,
+    inputs: RoundInputs<'_>,
     memory: &mut Memory,
 ) -> Result<RoundReport, CgroupError> {
-    run_scoped_round(fs, cfg, pods, quotas, invalid, memory, Scope::Node)
+    run_scoped_round(fs, cfg, inputs, memory, Scope::Node)
 }
 
 /// Pods rounds that cannot wait for a whole node round (a container held until its limits are in
@@ -146,40 +183,29 @@ impl GaveWay {
     }
 }
 
-/// [`run_round_with`] over `scope`: with [`Scope::Pods`], `pods` are only the pods to settle now.
+/// [`run_round_with`] over `scope`: with [`Scope::Pods`], the inputs' pods are only the pods to
+/// settle now.
 pub fn run_scoped_round(
     fs: &dyn CgroupFs,
     cfg: &RoundConfig,
-    pods: &[PodFacts],
-    quotas: &[QuotaFacts],
-    invalid: &BadInputs,
+    inputs: RoundInputs<'_>,
     memory: &mut Memory,
     scope: Scope,
 ) -> Result<RoundReport, CgroupError> {
-    let round = scoped_round(
-        fs,
-        cfg,
-        pods,
-        quotas,
-        invalid,
-        memory,
-        scope,
-        &mut NoneWaiting,
-    )?;
+    let round = scoped_round(fs, cfg, inputs, memory, scope, &mut NoneWaiting)?;
     Ok(round.0)
 }
 
-/// A node round over `pods` that gives way to the pods rounds `waiting` supplies between pods.
+/// A node round over the inputs' pods that gives way to the pods rounds `waiting` supplies
+/// between pods.
 pub fn run_node_round_giving_way(
     fs: &dyn CgroupFs,
     cfg: &RoundConfig,
-    pods: &[PodFacts],
-    quotas: &[QuotaFacts],
-    invalid: &BadInputs,
+    inputs: RoundInputs<'_>,
     memory: &mut Memory,
     waiting: &mut dyn GiveWay,
 ) -> Result<RoundReport, CgroupError> {
-    let round = scoped_round(fs, cfg, pods, quotas, invalid, memory, Scope::Node, waiting)?;
+    let round = scoped_round(fs, cfg, inputs, memory, Scope::Node, waiting)?;
     Ok(round.0)
 }
 
@@ -188,21 +214,10 @@ pub fn run_node_round_giving_way(
 pub fn settle_between(
     fs: &dyn CgroupFs,
     cfg: &RoundConfig,
-    pods: &[PodFacts],
-    quotas: &[QuotaFacts],
-    invalid: &BadInputs,
+    inputs: RoundInputs<'_>,
     memory: &mut Memory,
 ) -> Result<(RoundReport, GaveWay), CgroupError> {
-    let (report, found) = scoped_round(
-        fs,
-        cfg,
-        pods,
-        quotas,
-        invalid,
-        memory,
-        Scope::Pods,
-        &mut NoneWaiting,
-    )?;
+    let (report, found) = scoped_round(fs, cfg, inputs, memory, Scope::Pods, &mut NoneWaiting)?;
     let gave_way = GaveWay {
         pods: report.pods.clone(),
         cgroups: found.into_values().collect(),
@@ -213,17 +228,19 @@ pub fn settle_between(
 
 /// The round, and the pod cgroups it found by pod UID: every one in a node round, its own pods'
 /// in a pods round.
-#[allow(clippy::too_many_arguments)]
 fn scoped_round(
     fs: &dyn CgroupFs,
     cfg: &RoundConfig,
-    pods: &[PodFacts],
-    quotas: &[QuotaFacts],
-    invalid: &BadInputs,
+    inputs: RoundInputs<'_>,
     memory: &mut Memory,
     scope: Scope,
     waiting: &mut dyn GiveWay,
 ) -> Result<(RoundReport, BTreeMap<String, CgroupPath>), CgroupError> {
+    let RoundInputs {
+        pods,
+        quotas,
+        invalid,
+    } = inputs;
     let mut gave_way = GaveWay::default();
     // What the scan listed in the pods' ancestors: the ancestors' protection sums their children.
     let mut listings = Listings::new();

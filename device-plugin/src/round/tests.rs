@@ -170,8 +170,13 @@ fn a_pod_an_unknown_invalid_quota_may_govern_is_left_as_it_is() {
         ..BadInputs::default()
     };
     // No valid quota at all this round: without the hold the pod would be reset to `max`.
-    let report = run_round_with(&fs, &cfg(), &[pod()], &[], &invalid, &mut Memory::default())
-        .expect("round");
+    let report = run_round_with(
+        &fs,
+        &cfg(),
+        RoundInputs::new(&[pod()], &[], &invalid),
+        &mut Memory::default(),
+    )
+    .expect("round");
     assert_eq!(report.writes, 0);
     assert_eq!(max_in_force(&fs), DmemValue::Bytes(4 * G));
     assert_eq!(
@@ -198,9 +203,7 @@ fn a_quota_kept_at_its_last_valid_spec_reports_quota_invalid_in_force() {
     let report = run_round_with(
         &fs,
         &cfg(),
-        &[pod()],
-        &[quota("4Gi")],
-        &invalid,
+        RoundInputs::new(&[pod()], &[quota("4Gi")], &invalid),
         &mut Memory::default(),
     )
     .expect("round");
@@ -251,7 +254,13 @@ fn another_writer_is_reported_and_never_fought_in_a_loop() {
     let mut memory = Memory::default();
     let none = BadInputs::default();
     let round = |memory: &mut Memory| {
-        run_round_with(&fs, &cfg(), &[pod()], &[quota("4Gi")], &none, memory).expect("round")
+        run_round_with(
+            &fs,
+            &cfg(),
+            RoundInputs::new(&[pod()], &[quota("4Gi")], &none),
+            memory,
+        )
+        .expect("round")
     };
     assert_eq!(round(&mut memory).pods[0].outcome, LimitsOutcome::Applied);
     let set_max = |v: &str| {
@@ -281,8 +290,13 @@ fn another_writer_is_reported_and_never_fought_in_a_loop() {
     assert!(!report.pods[0].outcome.in_force());
     assert_eq!(report.writes, 0, "no write loop");
     // The quota changes: the agent's new value goes in, and the count starts again.
-    let report =
-        run_round_with(&fs, &cfg(), &[pod()], &[quota("3Gi")], &none, &mut memory).expect("round");
+    let report = run_round_with(
+        &fs,
+        &cfg(),
+        RoundInputs::new(&[pod()], &[quota("3Gi")], &none),
+        &mut memory,
+    )
+    .expect("round");
     assert_eq!(report.pods[0].outcome, LimitsOutcome::Applied);
     assert_eq!(max_in_force(&fs), DmemValue::Bytes(3 * G));
 }
@@ -293,15 +307,8 @@ fn a_pod_the_agent_never_limited_keeps_another_writers_limit() {
     let mut memory = Memory::default();
     fs.write(&path(POD), CgroupFile::DmemMax, &format!("{R0} {G}"))
         .expect("foreign write");
-    let report = run_round_with(
-        &fs,
-        &cfg(),
-        &[pod()],
-        &[],
-        &BadInputs::default(),
-        &mut memory,
-    )
-    .expect("round");
+    let report =
+        run_round_with(&fs, &cfg(), RoundInputs::valid(&[pod()], &[]), &mut memory).expect("round");
     assert_eq!(report.writes, 0);
     assert_eq!(max_in_force(&fs), DmemValue::Bytes(G));
 }
@@ -340,9 +347,7 @@ fn a_pods_round_settles_its_pods_alone_and_leaves_the_node_to_the_node_round() {
     let pods_round = run_scoped_round(
         &fs,
         &cfg(),
-        std::slice::from_ref(&other),
-        &quotas,
-        &BadInputs::default(),
+        RoundInputs::valid(std::slice::from_ref(&other), &quotas),
         &mut memory,
         Scope::Pods,
     )
@@ -371,9 +376,7 @@ fn a_pods_round_settles_its_pods_alone_and_leaves_the_node_to_the_node_round() {
     let node_round = run_scoped_round(
         &fs,
         &cfg(),
-        &[pod(), other],
-        &quotas,
-        &BadInputs::default(),
+        RoundInputs::valid(&[pod(), other], &quotas),
         &mut memory,
         Scope::Node,
     )
@@ -397,7 +400,13 @@ fn a_pods_round_looks_its_pod_up_where_the_node_round_found_pods_and_forgets_no_
     let quotas = [quota("4Gi")];
     let none = BadInputs::default();
     let mut memory = Memory::default();
-    run_round_with(&fs, &cfg(), &[pod()], &quotas, &none, &mut memory).expect("node round");
+    run_round_with(
+        &fs,
+        &cfg(),
+        RoundInputs::new(&[pod()], &quotas, &none),
+        &mut memory,
+    )
+    .expect("node round");
     let remembered = memory.written.len();
     assert!(remembered > 0);
     let mut k = fs.kernel().lock().expect("kernel");
@@ -413,9 +422,7 @@ fn a_pods_round_looks_its_pod_up_where_the_node_round_found_pods_and_forgets_no_
     let report = run_scoped_round(
         &fs,
         &cfg(),
-        std::slice::from_ref(&new),
-        &quotas,
-        &none,
+        RoundInputs::new(std::slice::from_ref(&new), &quotas, &none),
         &mut memory,
         Scope::Pods,
     )
@@ -505,7 +512,8 @@ fn a_node_round_gives_way_to_pods_rounds_and_takes_in_what_they_settled() {
             drop(k);
             let both = [pod(), other.clone()];
             let (report, gave_way) =
-                settle_between(fs, &cfg(), &both, &quotas, &none, memory).expect("pods round");
+                settle_between(fs, &cfg(), RoundInputs::new(&both, &quotas, &none), memory)
+                    .expect("pods round");
             assert!(
                 report
                     .pods
@@ -521,9 +529,7 @@ fn a_node_round_gives_way_to_pods_rounds_and_takes_in_what_they_settled() {
     let report = run_node_round_giving_way(
         &fs,
         &cfg(),
-        &[pod(), other.clone()],
-        &quotas,
-        &none,
+        RoundInputs::new(&[pod(), other.clone()], &quotas, &none),
         &mut memory,
         &mut pods_rounds,
     )
@@ -549,8 +555,13 @@ fn a_node_round_gives_way_to_pods_rounds_and_takes_in_what_they_settled() {
     // What the pods round wrote stays the agent's own: the next round finds nothing to do and
     // nobody else's value.
     let remembered = memory.written.len();
-    let again = run_round_with(&fs, &cfg(), &[pod(), other], &quotas, &none, &mut memory)
-        .expect("next round");
+    let again = run_round_with(
+        &fs,
+        &cfg(),
+        RoundInputs::new(&[pod(), other], &quotas, &none),
+        &mut memory,
+    )
+    .expect("next round");
     assert_eq!(again.writes, 0);
     assert!(
         again
@@ -587,9 +598,7 @@ fn the_ancestors_protection_sums_what_the_scan_listed_without_listing_again() {
     let report = run_round_with(
         &fs,
         &cfg(),
-        &[pod()],
-        &protecting_quota(),
-        &BadInputs::default(),
+        RoundInputs::valid(&[pod()], &protecting_quota()),
         &mut Memory::default(),
     )
     .expect("node round");
@@ -632,9 +641,7 @@ fn node_round_giving_way(fs: &SimCgroups, waiting: &mut dyn GiveWay) {
     run_node_round_giving_way(
         fs,
         &cfg(),
-        &[pod()],
-        &protecting_quota(),
-        &BadInputs::default(),
+        RoundInputs::valid(&[pod()], &protecting_quota()),
         &mut Memory::default(),
         waiting,
     )

@@ -14,7 +14,7 @@ use kube_dmem_crds::DmemQuota;
 use kube_dmem_crds::limits::HighSupport;
 use kube_dmem_crds::select::{PodFacts, QuotaFacts, quota_facts};
 use kube_dmem_device_plugin::decide::pressure::PressureThresholds;
-use kube_dmem_device_plugin::round::{BadInputs, Memory, RoundConfig, run_round_with};
+use kube_dmem_device_plugin::round::{Memory, RoundConfig, RoundInputs, run_round_with};
 
 use super::{Log, R0, R1, Side, alloc, cg, read, show, wblock, write};
 
@@ -82,9 +82,7 @@ impl Agent {
         let result = run_round_with(
             s.fs(),
             &cfg(),
-            pods,
-            quotas,
-            &BadInputs::default(),
+            RoundInputs::valid(pods, quotas),
             &mut self.memory,
         );
         match result {

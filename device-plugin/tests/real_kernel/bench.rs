@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use kube_dmem_crds::select::{PodFacts, QuotaFacts};
 use kube_dmem_device_plugin::round::{
-    BadInputs, LimitsOutcome, Memory, Scope, run_round_with, run_scoped_round,
+    LimitsOutcome, Memory, RoundInputs, Scope, run_round_with, run_scoped_round,
 };
 use kube_dmem_sim::Profile;
 
@@ -74,9 +74,7 @@ fn setup(s: &mut dyn Side) -> Result<(Vec<PodFacts>, Vec<QuotaFacts>), String> {
     run_round_with(
         s.fs(),
         &cfg(),
-        &pods,
-        &quotas,
-        &BadInputs::default(),
+        RoundInputs::valid(&pods, &quotas),
         &mut memory,
     )
     .map_err(|e| format!("first round: {e}"))?;
@@ -114,9 +112,7 @@ fn measure(s: &mut dyn Side, name: &str, rounds: usize) -> Result<(), String> {
         run_round_with(
             s.fs(),
             &cfg(),
-            &pods,
-            &quotas,
-            &BadInputs::default(),
+            RoundInputs::valid(&pods, &quotas),
             &mut memory,
         )
         .map_err(|e| format!("{name}: round failed: {e}"))
@@ -178,9 +174,7 @@ fn new_pods(
     run_round_with(
         s.fs(),
         &cfg(),
-        &pods,
-        quotas,
-        &BadInputs::default(),
+        RoundInputs::valid(&pods, quotas),
         &mut memory,
     )
     .map_err(|e| format!("{name}: round failed: {e}"))?;
@@ -207,9 +201,7 @@ fn new_pods(
         let report = run_scoped_round(
             s.fs(),
             &cfg(),
-            covered,
-            quotas,
-            &BadInputs::default(),
+            RoundInputs::valid(covered, quotas),
             &mut memory,
             scope,
         )
