@@ -20,7 +20,7 @@ use k8s_openapi::api::resource::v1::{ResourceClaim, ResourceSliceSpec};
 use kube_dmem_device_plugin::cgroup::CgroupPath;
 use kube_dmem_device_plugin::cgroup::path::{CgroupDriver, QosClass, expected_pod_cgroup};
 use kube_dmem_device_plugin::cluster::agent::Agent;
-use kube_dmem_device_plugin::cluster::api::{ActError, ApiSink, ApiWrite};
+use kube_dmem_device_plugin::cluster::api::DiscardSink;
 use kube_dmem_device_plugin::cluster::backend::Backend;
 use kube_dmem_device_plugin::cluster::cgroup_watch::CgroupSignal;
 use kube_dmem_device_plugin::cluster::drive::{DraSide, Loop, ObjectSource, drive};
@@ -63,13 +63,6 @@ impl ObjectSource for Cluster {
             pods: self.pods.clone(),
             ..Objects::default()
         }
-    }
-}
-
-#[tonic::async_trait]
-impl ApiSink for Cluster {
-    async fn write(&self, _: &ApiWrite) -> Result<(), ActError> {
-        Ok(())
     }
 }
 
@@ -192,7 +185,7 @@ async fn measure() -> (Vec<Duration>, Vec<Duration>) {
     let parts = Loop {
         agent,
         objects: cluster,
-        sink: cluster,
+        sink: &DiscardSink,
         trigger: Arc::new(Notify::new()),
         new_cgroup: Arc::new(CgroupSignal::default()),
         rounds,

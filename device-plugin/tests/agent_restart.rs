@@ -23,10 +23,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube_dmem_device_plugin::cgroup::CgroupPath;
 use kube_dmem_device_plugin::cgroup::path::{CgroupDriver, QosClass, expected_pod_cgroup};
 use kube_dmem_device_plugin::cluster::agent::Agent;
-use kube_dmem_device_plugin::cluster::api::{ActError, ApiSink, ApiWrite};
+use kube_dmem_device_plugin::cluster::api::DiscardSink;
 use kube_dmem_device_plugin::cluster::backend::Backend;
 use kube_dmem_device_plugin::cluster::cgroup_watch::CgroupSignal;
-use kube_dmem_device_plugin::cluster::drive::{KubeletSide, Loop, ObjectSource, drive};
+use kube_dmem_device_plugin::cluster::drive::{KubeletSide, Loop, drive};
 use kube_dmem_device_plugin::cluster::health::Health;
 use kube_dmem_device_plugin::cluster::objects::Objects;
 use kube_dmem_device_plugin::cluster::prestart::{AgentPreStart, RoundRequest};
@@ -66,25 +66,6 @@ fn pod() -> Pod {
         "status": {"phase": "Running", "qosClass": "BestEffort"}
     }))
     .expect("pod")
-}
-
-/// The pod, as the API server and the sink see it.
-struct Cluster(Vec<Arc<Pod>>);
-
-impl ObjectSource for Cluster {
-    fn snapshot(&self) -> Objects {
-        Objects {
-            pods: self.0.clone(),
-            ..Objects::default()
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl ApiSink for Cluster {
-    async fn write(&self, _write: &ApiWrite) -> Result<(), ActError> {
-        Ok(())
-    }
 }
 
 fn pod_cgroup() -> String {
@@ -135,7 +116,7 @@ struct Running {
 impl Running {
     /// A fresh agent over the cgroup root `root`, with PodResources at `socket`. Rounds run only
     /// when asked for (no poll or resync within a test), so each step below is one round.
-    fn start(root: &Path, socket: &Path, cluster: &'static Cluster) -> Self {
+    fn start(root: &Path, socket: &Path, cluster: &'static Objects) -> Self {
         let (backend, high) = Backend::sysfs(root.to_owned());
         assert!(backend.unavailable().is_none(), "dmem on the mount");
         let cfg = RoundConfig {
@@ -153,7 +134,7 @@ impl Running {
         let parts = Loop {
             agent,
             objects: cluster,
-            sink: cluster,
+            sink: &DiscardSink,
             trigger: Arc::new(Notify::new()),
             new_cgroup: Arc::new(CgroupSignal::default()),
             rounds: rounds_rx,
@@ -238,7 +219,7 @@ struct Fixture {
     socket: PathBuf,
     kubelet: PodResourcesDouble,
     stop_kubelet: CancellationToken,
-    cluster: &'static Cluster,
+    cluster: &'static Objects,
     capacity: u64,
     /// `dmem.max` once the grant was applied.
     applied: String,
@@ -258,7 +239,11 @@ impl Fixture {
             .find_map(|(name, bytes)| (name == R0).then_some(bytes))
             .expect("R0 registered");
         kubelet.set(vec![held_by_pod(capacity)]);
-        let cluster: &'static Cluster = Box::leak(Box::new(Cluster(vec![Arc::new(pod())])));
+        // The pod, as the API server sees it.
+        let cluster: &'static Objects = Box::leak(Box::new(Objects {
+            pods: vec![Arc::new(pod())],
+            ..Objects::default()
+        }));
         // The agent learns its devices in its first round and applies the grant in the next.
         let agent = Running::start(env.root(), &socket, cluster);
         let deadline = tokio::time::Instant::now() + WAIT;

@@ -14,10 +14,10 @@ use kube_dmem_crds::DmemQuota;
 use kube_dmem_device_plugin::cgroup::path::{CgroupDriver, QosClass, expected_pod_cgroup};
 use kube_dmem_device_plugin::cgroup::{CgroupPath, SimCgroups};
 use kube_dmem_device_plugin::cluster::agent::Agent;
-use kube_dmem_device_plugin::cluster::api::{ActError, ApiSink, ApiWrite};
+use kube_dmem_device_plugin::cluster::api::DiscardSink;
 use kube_dmem_device_plugin::cluster::backend::Backend;
 use kube_dmem_device_plugin::cluster::cgroup_watch;
-use kube_dmem_device_plugin::cluster::drive::{KubeletSide, Loop, ObjectSource, drive};
+use kube_dmem_device_plugin::cluster::drive::{KubeletSide, Loop, drive};
 use kube_dmem_device_plugin::cluster::health::Health;
 use kube_dmem_device_plugin::cluster::objects::Objects;
 use kube_dmem_device_plugin::cluster::prestart::{AgentPreStart, RETRY, RoundRequest};
@@ -49,29 +49,6 @@ const NAME: &str = "train";
 /// The hook's retry budget in these tests: long enough for several retries, short enough that
 /// a test that waits for it out stays fast (the production budget is PRE_START_TIMEOUT).
 const BUDGET: Duration = Duration::from_millis(1200);
-
-/// Pods and quotas in memory; writes accepted and dropped.
-struct Cluster {
-    pods: Vec<Arc<Pod>>,
-    quotas: Vec<DmemQuota>,
-}
-
-impl ObjectSource for Cluster {
-    fn snapshot(&self) -> Objects {
-        Objects {
-            pods: self.pods.clone(),
-            quotas: self.quotas.clone(),
-            ..Objects::default()
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl ApiSink for Cluster {
-    async fn write(&self, _write: &ApiWrite) -> Result<(), ActError> {
-        Ok(())
-    }
-}
 
 fn pod() -> Pod {
     serde_json::from_value(serde_json::json!({
@@ -131,15 +108,16 @@ fn spawn_loop(
         inventory,
     );
     // Leaked: the loop borrows the store for its whole life, as `run` borrows its caches.
-    let cluster: &'static Cluster = Box::leak(Box::new(Cluster {
+    let cluster: &'static Objects = Box::leak(Box::new(Objects {
         pods: vec![Arc::new(pod())],
         quotas: vec![quota()],
+        ..Objects::default()
     }));
     let (rounds_tx, rounds) = mpsc::channel(16);
     let parts = Loop {
         agent,
         objects: cluster,
-        sink: cluster,
+        sink: &DiscardSink,
         trigger,
         new_cgroup: Arc::new(cgroup_watch::CgroupSignal::default()),
         rounds,

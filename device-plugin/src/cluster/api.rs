@@ -120,6 +120,17 @@ pub trait ApiSink: Send + Sync {
     async fn write(&self, write: &ApiWrite) -> Result<(), ActError>;
 }
 
+/// An API server that takes every write and keeps none (benchmarks and tests that look at the
+/// kernel only).
+pub struct DiscardSink;
+
+#[tonic::async_trait]
+impl ApiSink for DiscardSink {
+    async fn write(&self, _: &ApiWrite) -> Result<(), ActError> {
+        Ok(())
+    }
+}
+
 /// The real API server.
 #[derive(Clone)]
 pub struct KubeSink {

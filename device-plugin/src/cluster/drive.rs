@@ -52,6 +52,13 @@ impl ObjectSource for Caches {
     }
 }
 
+/// Objects that never change (benchmarks and tests that need no watch).
+impl ObjectSource for Objects {
+    fn snapshot(&self) -> Objects {
+        self.clone()
+    }
+}
+
 /// The kubelet side of the loop, present when a kubelet runs on the node.
 pub struct KubeletSide {
     /// The PodResources client, listed before each round.

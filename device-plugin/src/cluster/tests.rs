@@ -753,12 +753,6 @@ async fn a_pod_asked_for_shows_its_limits_applied_before_any_node_round() {
     use std::time::Duration;
     use tokio::sync::{Notify, mpsc, oneshot};
 
-    struct Fixed(Objects);
-    impl ObjectSource for Fixed {
-        fn snapshot(&self) -> Objects {
-            self.0.clone()
-        }
-    }
     /// A [`Recorder`] that says when it recorded.
     #[derive(Default)]
     struct Told(Recorder, Notify);
@@ -780,11 +774,11 @@ async fn a_pod_asked_for_shows_its_limits_applied_before_any_node_round() {
             .find_map(|l| l.strip_prefix("kube_dmem_agent_round_duration_seconds_count "))
             .map(str::to_owned)
     };
-    let objects = Fixed(Objects {
+    let objects = Objects {
         pods: vec![Arc::new(pod("train-0", UID, "1Gi", "Running"))],
         quotas: vec![quota()],
         ..Objects::default()
-    });
+    };
     let sink = Told::default();
     let (requests, rounds) = mpsc::channel(4);
     let stop = tokio_util::sync::CancellationToken::new();

@@ -379,10 +379,10 @@ mod with_the_agent_loop {
     use super::{FakeRuntime, api, create, last_seen, pod};
     use crate::cgroup::CgroupPath;
     use crate::cluster::agent::Agent;
-    use crate::cluster::api::{ActError, ApiSink, ApiWrite};
+    use crate::cluster::api::DiscardSink;
     use crate::cluster::backend::Backend;
     use crate::cluster::cgroup_watch::CgroupSignal;
-    use crate::cluster::drive::{Loop, ObjectSource, drive};
+    use crate::cluster::drive::{Loop, drive};
     use crate::cluster::health::Health;
     use crate::cluster::objects::Objects;
     use crate::decide::pressure::PressureThresholds;
@@ -393,21 +393,6 @@ mod with_the_agent_loop {
     use crate::round::RoundConfig;
 
     const R0: &str = "drm/0000:03:00.0/vram0";
-
-    struct Fixed(Objects);
-    impl ObjectSource for Fixed {
-        fn snapshot(&self) -> Objects {
-            self.0.clone()
-        }
-    }
-
-    struct Discard;
-    #[tonic::async_trait]
-    impl ApiSink for Discard {
-        async fn write(&self, _: &ApiWrite) -> Result<(), ActError> {
-            Ok(())
-        }
-    }
 
     fn objects() -> Objects {
         let quota: DmemQuota = serde_json::from_value(serde_json::json!({
@@ -462,12 +447,12 @@ mod with_the_agent_loop {
         let (rounds_tx, rounds_rx) = mpsc::channel(16);
         let (seen_tx, mut seen) = mpsc::unbounded_channel();
         let plugin = Arc::new(super::NriPlugin::new(rounds_tx).with_observer(seen_tx));
-        let objects: &'static Fixed = Box::leak(Box::new(Fixed(objects())));
+        let objects: &'static Objects = Box::leak(Box::new(objects()));
         let stop = CancellationToken::new();
         let parts = Loop {
             agent,
             objects,
-            sink: &Discard,
+            sink: &DiscardSink,
             trigger: Arc::new(Notify::new()),
             new_cgroup: Arc::new(CgroupSignal::default()),
             rounds: rounds_rx,
