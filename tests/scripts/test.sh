@@ -22,6 +22,9 @@ bash tests/scripts/check-core-purity.sh
 step "documents referred to exist (tests/scripts/check-doc-refs.sh)"
 bash tests/scripts/check-doc-refs.sh
 
+step "rustdoc (intra-doc links resolve, warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
 # The e2e crate needs a running control plane; its own stage below brings one up.
 step "cargo test --workspace (unit, simulator, FUSE, gRPC)"
 # The FUSE tests are part of this stage: where /dev/fuse or root is missing they fail instead of

@@ -1,10 +1,12 @@
-//! EDGE: notices new pod cgroups within [`SCAN_INTERVAL`], so the agent applies limits as the
-//! kubelet creates a pod's cgroup, before its workload allocates.
+//! EDGE: notices new pod cgroups by a polling scan, so the agent applies limits as the kubelet
+//! creates a pod's cgroup, before its workload allocates. Where inotify works,
+//! [`super::cgroup_events`] notices them at once and runs this scan only as its safety net (once
+//! a second); on its own, where inotify cannot be set up, the scan runs every [`SCAN_INTERVAL`].
 //!
-//! A cheap scan rather than inotify: every tick it lists only the directories where pod cgroups
-//! appear (the kubepods hierarchy down to the QoS level: a few `readdir`s), found once and again
-//! every [`REDISCOVER_EVERY`] ticks. Listing works the same on cgroupfs, the FUSE simulator and any
-//! layout the scan in `cgroup::path` understands, with no watch descriptors to lose.
+//! Every tick it lists only the directories where pod cgroups appear (the kubepods hierarchy down
+//! to the QoS level: a few `readdir`s), found once and again every [`REDISCOVER_EVERY`] ticks.
+//! Listing works the same on cgroupfs, the FUSE simulator and any layout the scan in
+//! `cgroup::path` understands, with no watch descriptors to lose.
 //!
 //! The scan speeds up when a cgroup is expected: the API announces a pod before the kubelet makes
 //! its cgroup, so while a pod of this node has none yet ([`CgroupSignal::expect`]), the scan runs

@@ -1,7 +1,7 @@
 //! EDGE: the node agent's [`Driver`]: what `NodePrepareResources` and `NodeUnprepareResources` do.
 //!
 //! Prepare reads the claim from the API server (the kubelet sends only its name and UID), checks it
-//! against this node's devices ([`claims::prepare`](super::decide::claims::prepare)), records it in
+//! against this node's devices ([`claims::prepare`]), records it in
 //! the [`ClaimStore`] (checkpointed), then asks the agent loop for a round and answers only once
 //! every pod the claim is reserved for has its limits written and read back, so the containers the
 //! kubelet creates next start under them. The kubelet creates the pod cgroup before it prepares
