@@ -5,7 +5,8 @@
 //! the chart's ServiceAccounts, through tokens minted with the TokenRequest API, so the chart's RBAC
 //! and admission policy are what the tests exercise.
 //!
-//! - [`env`](mod@env): where things are (`$KUBECONFIG`, kubectl, the built binaries, the per-run log dir).
+//! - [`env`](mod@env): where things are (`$KUBECONFIG`, kubectl, the built binaries, the per-run
+//!   log dir).
 //! - [`kubectl`]: a thin kubectl runner with JSON output.
 //! - [`ctx`]: one labelled temporary namespace per test, diagnostics dumped on failure, cleanup.
 //! - [`process`]: host processes with a kill-on-drop guard and a log file each.

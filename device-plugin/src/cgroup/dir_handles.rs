@@ -8,9 +8,10 @@
 //! same path may be made again. Opening in a removed directory fails with `ENOENT` for every
 //! name, so an `ENOENT` through a held handle whose directory no longer shows
 //! `cgroup.controllers` (every cgroup has it) is retried once through a fresh one; a file that is
-//! simply absent from a live cgroup (`dmem.peak` before 7.3) costs no reopening. Handles of directories no
-//! longer used (a pod that is gone) are closed by a sweep: an `O_PATH` handle costs little, but
-//! the agent must not hold many of them, nor hold removed cgroups' directories for long.
+//! simply absent from a live cgroup (`dmem.peak` before 7.3) costs no reopening. Handles of
+//! directories no longer used (a pod that is gone) are closed by a sweep: an `O_PATH` handle
+//! costs little, but the agent must not hold many of them, nor hold removed cgroups' directories
+//! for long.
 
 use std::collections::HashMap;
 use std::fs::File;

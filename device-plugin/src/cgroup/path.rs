@@ -155,15 +155,15 @@ enum Step {
 }
 
 /// Walks below `start` within `limits`, asking `step` about every child cgroup: breadth-first, but
-/// subtrees below a kubelet-like name before all others, showing each directory's listing to
-/// `seen` and calling `pause` after it. A cgroup removed while scanning (ENOENT) is skipped.
-/// Returns whether `max_dirs` cut the scan short.
+/// subtrees below a kubelet-like name before all others, calling `pause` after each directory
+/// listed and handing the listing to `seen` once its children are queued. A cgroup removed while
+/// scanning (ENOENT) is skipped. Returns whether `max_dirs` cut the scan short.
 fn walk(
     fs: &dyn CgroupFs,
     start: &CgroupPath,
     limits: ScanLimits,
     mut step: impl FnMut(&str, &CgroupPath) -> Step,
-    seen: &mut dyn FnMut(&CgroupPath, &[String]),
+    seen: &mut dyn FnMut(CgroupPath, Vec<String>),
     pause: &mut dyn FnMut(),
 ) -> Result<bool, CgroupError> {
     // [kubelet-like subtrees, the rest]; entries are (cgroup, depth below start).
@@ -184,21 +184,21 @@ fn walk(
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         };
-        seen(&dir, &names);
         pause();
-        for name in names {
+        for name in &names {
             // Names that are not valid components cannot be kubelet cgroups.
-            let Ok(child) = dir.join(&name) else { continue };
-            match step(&name, &child) {
+            let Ok(child) = dir.join(name) else { continue };
+            match step(name, &child) {
                 Step::Stop => return Ok(false),
                 Step::Prune => {}
                 Step::Descend if depth + 1 < limits.max_depth => {
-                    let queue = usize::from(!(preferred || kubelet_like(&name)));
+                    let queue = usize::from(!(preferred || kubelet_like(name)));
                     queues[queue].push_back((child, depth + 1));
                 }
                 Step::Descend => {}
             }
         }
+        seen(dir, names);
     }
     Ok(false)
 }
@@ -229,8 +229,8 @@ pub fn scan_pods_pausing(
         None => Step::Descend,
     };
     let mut listings = BTreeMap::new();
-    let mut listed = |dir: &CgroupPath, names: &[String]| {
-        listings.insert(dir.clone(), names.to_vec());
+    let mut listed = |dir, names| {
+        listings.insert(dir, names);
     };
     let truncated = walk(fs, start, limits, step, &mut listed, pause)?;
     // Only the pods' ancestors: a scan from the root lists unrelated trees too.

@@ -142,8 +142,9 @@ impl Agent {
         self.round_of(objects, grants, sink, now, None).await
     }
 
-    /// [`Agent::round`] for the pods in `uids` alone ([`Scope::Pods`](crate::round::Scope::Pods)): their limits and their
-    /// conditions; the node's gauges and the ancestors' protection wait for the next node round.
+    /// [`Agent::round`] for the pods in `uids` alone ([`Scope::Pods`](crate::round::Scope::Pods)):
+    /// their limits and their conditions; the node's gauges and the ancestors' protection wait for
+    /// the next node round.
     /// For polling the few pods near a threshold often without reading every pod as often.
     pub async fn round_of_pods(
         &mut self,

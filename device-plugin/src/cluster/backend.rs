@@ -144,9 +144,9 @@ impl Backend {
     /// One round over `scope`: with the simulator, the kubelet first creates the cgroups of new
     /// pods (and removes those of pods that are gone), then the agent applies limits, then (in a
     /// node round) the workloads allocate and a second round reads what they did. `pods` are all
-    /// the node's pods; the inputs' pods those the round covers. A node round on the cgroupfs runs the pods
-    /// rounds queued in `waiting` between its pods; the simulator's cannot (its kubelet makes the
-    /// cgroups inside rounds), so they wait for it there.
+    /// the node's pods; the inputs' pods those the round covers. A node round on the cgroupfs runs
+    /// the pods rounds queued in `waiting` between its pods; the simulator's cannot (its kubelet
+    /// makes the cgroups inside rounds), so they wait for it there.
     pub fn round(
         &mut self,
         cfg: &RoundConfig,

@@ -34,11 +34,7 @@ pub struct SettleJob {
 impl SettleJob {
     /// What its round decides from.
     pub fn inputs(&self) -> RoundInputs<'_> {
-        RoundInputs {
-            pods: &self.facts,
-            quotas: &self.quotas,
-            invalid: &self.invalid,
-        }
+        RoundInputs::new(&self.facts, &self.quotas, &self.invalid)
     }
 }
 

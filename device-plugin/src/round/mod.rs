@@ -79,11 +79,7 @@ impl<'a> RoundInputs<'a> {
 
     /// `pods` under `quotas`, all valid.
     pub fn valid(pods: &'a [PodFacts], quotas: &'a [QuotaFacts]) -> Self {
-        RoundInputs {
-            pods,
-            quotas,
-            invalid: &NO_BAD_INPUTS,
-        }
+        Self::new(pods, quotas, &NO_BAD_INPUTS)
     }
 }
 

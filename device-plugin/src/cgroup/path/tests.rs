@@ -186,12 +186,9 @@ fn scan_finds_every_layout() {
     // The listings kept are those of the pods' ancestors, each naming the way down to them.
     let mut ancestors = std::collections::BTreeSet::new();
     for (_, path) in &pods {
-        let pod = CgroupPath::new(path).unwrap();
-        for (dir, below) in pod
-            .ancestors_and_self()
-            .iter()
-            .zip(pod.ancestors_and_self().iter().skip(1))
-        {
+        let chain = CgroupPath::new(path).unwrap().ancestors_and_self();
+        for pair in chain.windows(2) {
+            let (dir, below) = (&pair[0], &pair[1]);
             let names = &result.listings[dir];
             assert!(
                 names.iter().any(|n| Some(n.as_str()) == below.name()),

@@ -1,7 +1,7 @@
 //! CORE: the DRA driver's decisions, pure: which device each dmem region becomes and what the
-//! node's ResourceSlice says ([`slice`](mod@slice)), what a prepared claim grants to which pod ([`claims`]),
-//! the CDI spec that hands a region's device nodes to a container ([`cdi`]), and what the kubelet
-//! hears about each device's health ([`health`]).
+//! node's ResourceSlice says ([`slice`](mod@slice)), what a prepared claim grants to which pod
+//! ([`claims`]), the CDI spec that hands a region's device nodes to a container ([`cdi`]), and
+//! what the kubelet hears about each device's health ([`health`]).
 
 pub mod cdi;
 pub mod claims;
