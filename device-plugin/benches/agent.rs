@@ -28,14 +28,15 @@
 
 mod stats;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube_dmem_crds::{DmemQuota, POD_CONDITION_VRAM_LIMITS_APPLIED, POD_CONDITION_VRAM_PRESSURE};
-use kube_dmem_device_plugin::cgroup::CgroupPath;
 use kube_dmem_device_plugin::cgroup::path::{CgroupDriver, QosClass, expected_pod_cgroup};
+use kube_dmem_device_plugin::cgroup::{CgroupFile, CgroupPath};
 use kube_dmem_device_plugin::cluster::agent::Agent;
 use kube_dmem_device_plugin::cluster::api::{ActError, ApiSink, ApiWrite};
 use kube_dmem_device_plugin::cluster::backend::Backend;
@@ -48,7 +49,7 @@ use kube_dmem_device_plugin::kubelet::decide::inventory::Inventory;
 use kube_dmem_device_plugin::metrics::Metrics;
 use kube_dmem_device_plugin::round::RoundConfig;
 use kube_dmem_device_plugin::simfs;
-use kube_dmem_sim::{Profile, SimConfig, SimKernel};
+use kube_dmem_sim::{BoId, Profile, SimConfig, SimKernel};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +67,8 @@ const NEAR_PODS: usize = 10;
 struct Size {
     pods: usize,
     new_pod_samples: usize,
+    /// New pods at a time: each batch replaces the last, so the node stays at `pods`.
+    new_pod_batch: usize,
     pressure_samples: usize,
     poll: Duration,
     steady_window: Duration,
@@ -73,7 +76,8 @@ struct Size {
 
 const FULL: Size = Size {
     pods: 110,
-    new_pod_samples: 50,
+    new_pod_samples: 200,
+    new_pod_batch: 50,
     pressure_samples: 20,
     poll: Duration::from_secs(1),
     steady_window: Duration::from_secs(30),
@@ -81,7 +85,8 @@ const FULL: Size = Size {
 
 const SMOKE: Size = Size {
     pods: 6,
-    new_pod_samples: 3,
+    new_pod_samples: 6,
+    new_pod_batch: 3,
     pressure_samples: 2,
     poll: Duration::from_millis(50),
     steady_window: Duration::from_millis(500),
@@ -315,7 +320,23 @@ async fn measure(size: &Size, variant: &Variant) -> Measured {
         sim.register_region(r, 48 * GIB, true);
     }
     let shared = Arc::new(Mutex::new(sim));
-    let mount = simfs::mount(shared.clone(), dir.path())
+    // When each limit reached the kernel: the simulator's server records every accepted write of
+    // `max` into a `dmem.max`, as it accepts it, so watching costs the agent nothing.
+    let in_force: Arc<Mutex<HashMap<(String, String), Instant>>> = Arc::default();
+    let witness = Arc::clone(&in_force);
+    let on_write = Box::new(move |cgroup: &str, file: &str, data: &[u8]| {
+        let text = String::from_utf8_lossy(data);
+        let max = MAX.to_string();
+        if file == CgroupFile::DmemMax.file_name()
+            && let Some((region, value)) = text.trim().split_once(' ')
+            && value == max
+            && let Ok(mut seen) = witness.lock()
+        {
+            seen.entry((cgroup.to_owned(), region.to_owned()))
+                .or_insert_with(Instant::now);
+        }
+    });
+    let mount = simfs::mount_observing_writes(shared.clone(), dir.path(), on_write)
         .expect("mount the simulator (needs root and /dev/fuse)");
     let (backend, high) = Backend::sysfs(dir.path().to_path_buf());
     let fs = backend
@@ -337,7 +358,8 @@ async fn measure(size: &Size, variant: &Variant) -> Measured {
     );
     let trigger = Arc::new(Notify::new());
     let new_cgroup = Arc::new(cgroup_watch::CgroupSignal::default());
-    let warm = size.pods - size.new_pod_samples;
+    let batch_size = size.new_pod_batch;
+    let warm = size.pods - batch_size;
     for i in 0..warm {
         std::fs::create_dir_all(host_dir(dir.path(), i)).expect("mkdir warm pod cgroup");
     }
@@ -403,28 +425,26 @@ async fn measure(size: &Size, variant: &Variant) -> Measured {
     }
 
     // New pods: the API announces the pod (the watch pokes the loop), then the kubelet makes its
-    // cgroup a moment later.
+    // cgroup a moment later. In batches that replace the last one, so the node stays at its pods.
     let (mut to_kernel, mut to_limits) = (Vec::new(), Vec::new());
-    for i in warm..size.pods {
+    let mut batch: Vec<(usize, BoId)> = Vec::new();
+    for i in (warm..).take(size.new_pod_samples) {
+        if i >= size.pods && (i - warm).is_multiple_of(batch_size) {
+            // The last batch's pods end: their workloads free, the API drops them, the kubelet
+            // removes their cgroups.
+            let gone: Vec<String> = batch.iter().map(|&(j, _)| uid(j)).collect();
+            let ended = |p: &Arc<Pod>| p.metadata.uid.as_ref().is_some_and(|u| gone.contains(u));
+            cluster.pods.lock().expect("pods").retain(|p| !ended(p));
+            cluster.trigger.notify_one();
+            for (j, bo) in batch.drain(..) {
+                kernel().free_bo(bo);
+                std::fs::remove_dir(host_dir(dir.path(), j)).expect("rmdir pod cgroup");
+            }
+            tokio::time::sleep(size.poll * 2).await;
+        }
         cluster.pods.lock().expect("pods").push(Arc::new(pod(i)));
         cluster.trigger.notify_one();
         tokio::time::sleep(jitter.within(cgroup_watch::SCAN_INTERVAL * 2)).await;
-        // The kernel is watched in-process, off the mount, so watching costs the agent nothing.
-        let watched = Arc::clone(&shared);
-        let line = format!("{} {MAX}", region(i));
-        let in_force = tokio::task::spawn_blocking(move || {
-            let group = pod_cgroup(i);
-            loop {
-                let now = watched
-                    .lock()
-                    .expect("kernel")
-                    .read_file(group.as_str(), "dmem.max");
-                if now.is_ok_and(|max| max.contains(&line)) {
-                    return Instant::now();
-                }
-                std::thread::sleep(Duration::from_micros(50));
-            }
-        });
         let t0 = Instant::now();
         std::fs::create_dir(host_dir(dir.path(), i)).expect("mkdir pod cgroup");
         let t1 = cluster
@@ -435,14 +455,16 @@ async fn measure(size: &Size, variant: &Variant) -> Measured {
                 t0,
             )
             .await;
-        let t_kernel = tokio::time::timeout(Duration::from_secs(10), in_force)
-            .await
-            .expect("limits in force within 10 s")
-            .expect("kernel watcher");
+        let t_kernel = in_force
+            .lock()
+            .expect("in-force witness")
+            .get(&(pod_cgroup(i).as_str().to_owned(), region(i).to_owned()))
+            .copied()
+            .expect("a pod with VRAMLimitsApplied has its dmem.max in the kernel");
         to_kernel.push(t_kernel.saturating_duration_since(t0));
         to_limits.push(t1.saturating_duration_since(t0));
         let bo = kernel().alloc_bo(pod_cgroup(i).as_str(), region(i), BASE_USAGE);
-        resting.push(bo.expect("resting usage"));
+        batch.push((i, bo.expect("resting usage")));
     }
 
     // Steady state with every pod in place.

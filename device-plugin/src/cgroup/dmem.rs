@@ -72,32 +72,69 @@ pub fn apply_limit(
     region: &str,
     value: DmemValue,
 ) -> Result<Applied, CgroupError> {
+    let mut each = apply_limits(fs, group, file, &[(region, value)])?;
+    each.pop().unwrap_or_else(|| {
+        Err(CgroupError::RegionMissing {
+            path: display_path(group, file),
+            region: region.to_owned(),
+        })
+    })
+}
+
+/// Writes each `(region, value)` of `lines` to the limit file `file` of `group`, one region per
+/// `write(2)` and every one attempted even after another failed, then reads the file back once:
+/// what each write achieved, in the order of `lines`. One read for all of a pod's regions rather
+/// than one per region: each read is a round trip the pod's limits wait on (several through FUSE).
+///
+/// # Errors
+/// `file` is not a limit file (nothing written), or the read-back failed: the writes that
+/// succeeded are then in the kernel but unconfirmed.
+pub fn apply_limits(
+    fs: &dyn CgroupFs,
+    group: &CgroupPath,
+    file: CgroupFile,
+    lines: &[(&str, DmemValue)],
+) -> Result<Vec<Result<Applied, CgroupError>>, CgroupError> {
     if !file.is_dmem_limit() {
         return Err(CgroupError::NotALimitFile {
             path: display_path(group, file),
         });
     }
-    let line = format_limit_write(region, value).map_err(|source| CgroupError::Format {
-        path: display_path(group, file),
-        region: region.to_owned(),
-        source,
-    })?;
-    fs.write(group, file, &line)?;
-    let actual =
-        read_values(fs, group, file)?
-            .get(region)
-            .ok_or_else(|| CgroupError::RegionMissing {
+    let written: Vec<Result<(), CgroupError>> = (lines.iter())
+        .map(|&(region, value)| {
+            let line = format_limit_write(region, value).map_err(|source| CgroupError::Format {
                 path: display_path(group, file),
                 region: region.to_owned(),
+                source,
             })?;
-    Ok(if value.reads_back_as(actual) {
-        Applied::Confirmed(actual)
+            fs.write(group, file, &line)
+        })
+        .collect();
+    // Nothing to read back when no write went through.
+    let actual = if written.iter().any(Result::is_ok) {
+        Some(read_values(fs, group, file)?)
     } else {
-        Applied::NotApplied {
-            wanted: value,
-            actual,
-        }
-    })
+        None
+    };
+    Ok((lines.iter().zip(written))
+        .map(|(&(region, value), written)| {
+            written?;
+            let actual = (actual.as_ref())
+                .and_then(|values| values.get(region))
+                .ok_or_else(|| CgroupError::RegionMissing {
+                    path: display_path(group, file),
+                    region: region.to_owned(),
+                })?;
+            Ok(if value.reads_back_as(actual) {
+                Applied::Confirmed(actual)
+            } else {
+                Applied::NotApplied {
+                    wanted: value,
+                    actual,
+                }
+            })
+        })
+        .collect())
 }
 
 /// The value of `region` in a per-region file; a missing line is an error naming the file.
@@ -128,10 +165,13 @@ mod tests {
     struct Files(
         Mutex<HashMap<(String, CgroupFile), String>>,
         Mutex<Vec<String>>,
+        /// Reads so far.
+        std::sync::atomic::AtomicUsize,
     );
 
     impl CgroupFs for Files {
         fn read(&self, g: &CgroupPath, f: CgroupFile) -> Result<String, CgroupError> {
+            self.2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let files = self.0.lock().unwrap();
             files
                 .get(&(g.to_string(), f))
@@ -182,6 +222,47 @@ mod tests {
             }
         );
         assert_eq!(*fake.1.lock().unwrap(), ["r 5\n", "s 1\n"]);
+    }
+
+    #[test]
+    fn a_file_is_read_back_once_for_all_the_regions_written_to_it() {
+        let (fake, g) = files("r 5\ns max\nt 3\n");
+        let lines = [
+            ("r", DmemValue::Bytes(5)),
+            ("bad region", DmemValue::Bytes(2)),
+            ("s", DmemValue::Bytes(1)),
+            ("t", DmemValue::Bytes(3)),
+        ];
+        let each = apply_limits(&fake, &g, CgroupFile::DmemMax, &lines).unwrap();
+        assert_eq!(
+            fake.2.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "one read back"
+        );
+        // The bad line refused alone: the writes after it were made and checked.
+        assert_eq!(*fake.1.lock().unwrap(), ["r 5\n", "s 1\n", "t 3\n"]);
+        assert_eq!(
+            each[0].as_ref().ok(),
+            Some(&Applied::Confirmed(DmemValue::Bytes(5)))
+        );
+        assert_eq!(
+            each[1].as_ref().map_err(CgroupError::reason).err(),
+            Some("DmemInvalidRegion")
+        );
+        let not_applied = Applied::NotApplied {
+            wanted: DmemValue::Bytes(1),
+            actual: DmemValue::Max,
+        };
+        assert_eq!(each[2].as_ref().ok(), Some(&not_applied));
+        assert_eq!(
+            each[3].as_ref().ok(),
+            Some(&Applied::Confirmed(DmemValue::Bytes(3)))
+        );
+        // Nothing written, nothing read.
+        let each =
+            apply_limits(&fake, &g, CgroupFile::DmemMax, &[("x y", DmemValue::Max)]).unwrap();
+        assert!(each[0].is_err());
+        assert_eq!(fake.2.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     #[test]

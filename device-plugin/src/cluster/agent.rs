@@ -23,7 +23,7 @@ use crate::cluster::objects::Objects;
 use crate::decide::backoff::Backoff;
 use crate::decide::conditions::{self, ConditionKey};
 use crate::decide::inputs::{
-    InvalidQuota, by_uid, cgroup_may_be_absent, round_inputs, unsettled_is_news,
+    InvalidQuota, by_uid, cgroup_may_be_absent, round_inputs_for, unsettled_is_news,
 };
 use crate::kubelet::decide::grants::Grants;
 use crate::kubelet::decide::inventory::Inventory;
@@ -165,15 +165,19 @@ impl Agent {
         now: Timestamp,
         only: Option<&BTreeSet<String>>,
     ) -> Result<RoundReport, RoundError> {
-        let inputs = round_inputs(objects, grants);
+        let inputs = round_inputs_for(objects, grants, only);
         self.note_invalid(&inputs.invalid);
         let report = self.kernel.round(&inputs, only).await?;
         if only.is_none() {
             self.metrics.observe_round(&report, &mut self.gauges);
+            // The gauges of a full node take milliseconds of CPU, and so does planning its
+            // conditions: a pods round waiting meanwhile (a new pod's cgroup) goes in between.
+            tokio::task::yield_now().await;
         }
         self.kernel.publish_inventory(&report);
         // Report (pure decisions, then the client).
         let writes = self.plan_writes(&report, &inputs.pods, now, only.is_some());
+        tokio::task::yield_now().await;
         self.perform(writes, sink).await;
         Ok(report)
     }

@@ -13,7 +13,7 @@ use tracing::warn;
 use super::backend::{Backend, BackendError};
 use super::waiting::{SettleJob, Waiting};
 use crate::cluster::objects::Objects;
-use crate::decide::inputs::{LastValid, RoundInputs, keep_last_valid, round_inputs};
+use crate::decide::inputs::{LastValid, RoundInputs, keep_last_valid, round_inputs_for};
 use crate::kubelet::decide::grants::Grants;
 use crate::kubelet::decide::inventory::Inventory;
 use crate::metrics::Metrics;
@@ -154,7 +154,7 @@ impl Kernel {
         grants: Option<&Grants>,
         uids: &BTreeSet<String>,
     ) -> Result<RoundReport, RoundError> {
-        let inputs = round_inputs(objects, grants);
+        let inputs = round_inputs_for(objects, grants, Some(uids));
         let (reply, answer) = oneshot::channel();
         self.waiting.push(self.job(&inputs, Some(uids), reply));
         // Runs it unless a node round takes it first; then this finds the queue empty.

@@ -13,7 +13,7 @@
 //! namespace when even the selector is unreadable) as they are. Only deleting a quota releases
 //! its pods.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -176,15 +176,29 @@ pub fn asks_for_units(pod: &Pod) -> bool {
 
 /// The round inputs from `objects`, with `grants` (none without a kubelet).
 pub fn round_inputs(objects: &Objects, grants: Option<&Grants>) -> RoundInputs {
+    round_inputs_for(objects, grants, None)
+}
+
+/// [`round_inputs`] with the facts of the pods in `only` alone, when given: a round of a few pods
+/// must not pay for the facts of the node's hundred (it is on the path of a new pod's limits).
+pub fn round_inputs_for(
+    objects: &Objects,
+    grants: Option<&Grants>,
+    only: Option<&BTreeSet<String>>,
+) -> RoundInputs {
     let pods: Vec<Arc<Pod>> = objects
         .pods
         .iter()
         .filter(|p| !is_finished(p) && p.metadata.uid.is_some())
         .cloned()
         .collect();
+    let wanted = |pod: &&Arc<Pod>| {
+        only.is_none_or(|uids| (pod.metadata.uid.as_ref()).is_some_and(|uid| uids.contains(uid)))
+    };
     let grant_unknown = grants
         .map(|g| {
             pods.iter()
+                .filter(wanted)
                 .filter(|pod| asks_for_units(pod))
                 .filter_map(|pod| {
                     let meta = &pod.metadata;
@@ -201,6 +215,7 @@ pub fn round_inputs(objects: &Objects, grants: Option<&Grants>) -> RoundInputs {
         .unwrap_or_default();
     let facts = pods
         .iter()
+        .filter(wanted)
         .map(|pod| {
             let uid = pod.metadata.uid.as_deref().unwrap_or_default();
             // Every region the pod holds units on: one Allocate never mixes regions, but each
@@ -460,6 +475,13 @@ mod tests {
         assert_eq!(inputs.grant_unknown.keys().collect::<Vec<_>>(), ["u2"]);
         assert_eq!(inputs.facts[0].grants.len(), 1);
         assert!(inputs.facts[1].grants.is_empty());
+        // A round of some pods has their facts alone, and says only theirs are unknown.
+        let some: BTreeSet<String> = ["u2".to_owned(), "u4".to_owned()].into();
+        let inputs = round_inputs_for(&objects, Some(&grants), Some(&some));
+        let uids: Vec<&str> = inputs.facts.iter().map(|f| f.uid.as_str()).collect();
+        assert_eq!(uids, ["u2", "u4"]);
+        assert_eq!(inputs.grant_unknown.keys().collect::<Vec<_>>(), ["u2"]);
+        assert_eq!(inputs.pods.len(), 4, "the pods stay whole");
     }
 
     #[test]

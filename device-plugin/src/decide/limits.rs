@@ -143,7 +143,7 @@ fn plan_pod<S: AsRef<str>>(
         .iter()
         .map(|(region, wanted)| (region.clone(), wanted.to_kernel(high)))
         .collect();
-    let writes = match &pod.cgroup {
+    let mut writes: Vec<LimitWrite> = match &pod.cgroup {
         Some(cgroup) => desired
             .iter()
             .flat_map(|(region, want)| {
@@ -153,6 +153,9 @@ fn plan_pod<S: AsRef<str>>(
             .collect(),
         None => Vec::new(),
     };
+    // Every region's hard limit before any region's protection: a workload may allocate from any
+    // of its regions while the writes go on, and `max` is what fails its allocations.
+    writes.sort_by_key(|w| write_rank(w.file));
     PodPlan {
         uid: pod.facts.uid.clone(),
         governing: quota.map(|q| q.key.clone()),
@@ -175,6 +178,17 @@ pub fn kernel_values(want: &KernelLimits, high: HighSupport) -> Vec<(CgroupFile,
     values.push((CgroupFile::DmemLow, bytes_or(want.low, zero)));
     values.push((CgroupFile::DmemMin, bytes_or(want.min, zero)));
     values
+}
+
+/// Where writes to `file` come in a pod's plan: the [`kernel_values`] order.
+fn write_rank(file: CgroupFile) -> u8 {
+    match file {
+        CgroupFile::DmemMax => 0,
+        CgroupFile::DmemHigh => 1,
+        CgroupFile::DmemLow => 2,
+        // `dmem.min`: no other file is planned.
+        _ => 3,
+    }
 }
 
 /// The writes for one region, in [`kernel_values`] order: those whose value is not in force.

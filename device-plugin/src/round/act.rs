@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::error_chain;
 use super::observe::read_bytes;
 use super::report::LimitsOutcome;
-use crate::cgroup::dmem::{Applied, apply_limit};
+use crate::cgroup::dmem::{Applied, apply_limit, apply_limits};
 use crate::cgroup::format::DmemValue;
 use crate::cgroup::path::Listings;
 use crate::cgroup::probe::enable_dmem_along;
@@ -60,30 +60,44 @@ pub fn enable_dmem(fs: &dyn CgroupFs, pods: &[&CgroupPath]) -> Result<usize, Cgr
     Ok(writes)
 }
 
-/// Writes `pod_plan`'s values to the pod's cgroup; every write is attempted even after one fails
-/// (a region that can be limited should be). The first failure is the outcome.
+/// Writes `pod_plan`'s values to the pod's cgroup, each file read back once after its regions'
+/// writes (the plan puts every region's writes to a file together); every write is attempted
+/// even after one fails (a region that can be limited should be). The first failure is the
+/// outcome.
 pub fn pod_limits(fs: &dyn CgroupFs, pod: &ObservedPod, pod_plan: &PodPlan) -> LimitsOutcome {
     if pod.cgroup.is_none() {
         return LimitsOutcome::CgroupNotFound;
     }
-    // Every write is attempted even after one fails: a region that can be limited should be.
-    let mut outcome = None;
-    for w in &pod_plan.writes {
-        let result = apply_limit(fs, &w.cgroup, w.file, &w.region, w.value);
-        let failed = match result {
-            Ok(Applied::Confirmed(_)) => None,
-            Ok(Applied::NotApplied { wanted, actual }) => Some(LimitsOutcome::MaxBelowUsage {
-                region: w.region.clone(),
-                wanted,
-                actual,
-            }),
-            Err(e) if e.is_not_found() => Some(LimitsOutcome::CgroupNotFound),
-            Err(e) => Some(LimitsOutcome::WriteFailed {
+    let failure = |e: CgroupError| {
+        if e.is_not_found() {
+            LimitsOutcome::CgroupNotFound
+        } else {
+            LimitsOutcome::WriteFailed {
                 reason: e.reason(),
                 message: error_chain(&e),
-            }),
+            }
+        }
+    };
+    let mut outcome = None;
+    for run in (pod_plan.writes).chunk_by(|a, b| a.cgroup == b.cgroup && a.file == b.file) {
+        let lines: Vec<(&str, DmemValue)> =
+            run.iter().map(|w| (w.region.as_str(), w.value)).collect();
+        let each = match apply_limits(fs, &run[0].cgroup, run[0].file, &lines) {
+            Ok(each) => each,
+            Err(e) => vec![Err(e)],
         };
-        outcome = outcome.or(failed);
+        for (result, w) in each.into_iter().zip(run) {
+            let failed = match result {
+                Ok(Applied::Confirmed(_)) => None,
+                Ok(Applied::NotApplied { wanted, actual }) => Some(LimitsOutcome::MaxBelowUsage {
+                    region: w.region.clone(),
+                    wanted,
+                    actual,
+                }),
+                Err(e) => Some(failure(e)),
+            };
+            outcome = outcome.or(failed);
+        }
     }
     outcome.unwrap_or(
         if pod_plan.governing.is_some() || !pod.facts.grants.is_empty() {

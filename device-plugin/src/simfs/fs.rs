@@ -21,6 +21,10 @@ use super::nodes::{Handles, Inodes, Node, ROOT_INO, child_path, slice_at};
 /// Called once when the session ends (unmounted by us or from outside).
 pub type OnEnd = Box<dyn FnOnce() + Send>;
 
+/// Called with the cgroup, the file and the bytes of every write the simulator accepted, in the
+/// server thread before the writer's `write(2)` returns: the moment the value is in force.
+pub type OnWrite = Box<dyn Fn(&str, &str, &[u8]) + Send + Sync>;
+
 /// The FUSE filesystem over a shared simulated kernel.
 pub struct SimFs {
     kernel: Arc<Mutex<SimKernel>>,
@@ -30,6 +34,7 @@ pub struct SimFs {
     owner: (u32, u32),
     mounted_at: SystemTime,
     on_end: Mutex<Option<OnEnd>>,
+    on_write: Option<OnWrite>,
 }
 
 fn sim_errno(e: kube_dmem_sim::Errno) -> Errno {
@@ -51,7 +56,15 @@ impl SimFs {
             owner,
             mounted_at: SystemTime::now(),
             on_end: Mutex::new(Some(on_end)),
+            on_write: None,
         }
+    }
+
+    /// The same filesystem, calling `on_write` for every accepted write (a benchmark's witness
+    /// of when a limit reached the kernel, at no cost to the writer).
+    pub fn observing_writes(mut self, on_write: OnWrite) -> Self {
+        self.on_write = Some(on_write);
+        self
     }
 
     fn node(&self, ino: INodeNo) -> Result<Node, Errno> {
@@ -205,6 +218,9 @@ impl SimFs {
         let text = String::from_utf8_lossy(data);
         match result {
             Ok(n) => {
+                if let Some(on_write) = &self.on_write {
+                    on_write(&path, file, data);
+                }
                 debug!(cgroup = %path, file, data = ?text, nonblock, "Write accepted");
                 u32::try_from(n).map_err(|_| Errno::EIO)
             }

@@ -21,7 +21,7 @@ use fuser::{BackgroundSession, MountOption, SessionACL};
 use kube_dmem_sim::SimKernel;
 use tracing::warn;
 
-pub use fs::{OnEnd, SimFs};
+pub use fs::{OnEnd, OnWrite, SimFs};
 
 /// The source name shown in `/proc/mounts`.
 const FS_NAME: &str = "kube-dmem-sim";
@@ -45,7 +45,25 @@ pub fn mount_with(
     on_end: OnEnd,
 ) -> io::Result<SimFsMount> {
     let meta = std::fs::metadata(mountpoint)?;
-    let filesystem = SimFs::new(kernel, (meta.uid(), meta.gid()), on_end);
+    spawn_session(
+        SimFs::new(kernel, (meta.uid(), meta.gid()), on_end),
+        mountpoint,
+    )
+}
+
+/// Like [`mount`], calling `on_write` for every write the simulator accepts.
+pub fn mount_observing_writes(
+    kernel: Arc<Mutex<SimKernel>>,
+    mountpoint: &Path,
+    on_write: OnWrite,
+) -> io::Result<SimFsMount> {
+    let meta = std::fs::metadata(mountpoint)?;
+    let filesystem = SimFs::new(kernel, (meta.uid(), meta.gid()), Box::new(|| {}));
+    spawn_session(filesystem.observing_writes(on_write), mountpoint)
+}
+
+/// Mounts `filesystem` at `mountpoint` and serves it from a background thread.
+fn spawn_session(filesystem: SimFs, mountpoint: &Path) -> io::Result<SimFsMount> {
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName(FS_NAME.to_owned()),

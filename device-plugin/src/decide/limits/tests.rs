@@ -58,9 +58,10 @@ fn a_governed_pod_gets_max_then_emulated_high_as_low() {
     assert_eq!(
         p.writes,
         vec![
+            // Every hard limit first: the workload may allocate from either region meanwhile.
             write("u1", CgroupFile::DmemMax, R0, DmemValue::Bytes(4 * G)),
-            write("u1", CgroupFile::DmemLow, R0, DmemValue::Bytes(3 * G)),
             write("u1", CgroupFile::DmemMax, R1, DmemValue::Bytes(4 * G)),
+            write("u1", CgroupFile::DmemLow, R0, DmemValue::Bytes(3 * G)),
             write("u1", CgroupFile::DmemLow, R1, DmemValue::Bytes(3 * G)),
         ]
     );
