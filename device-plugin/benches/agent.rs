@@ -13,14 +13,15 @@
 //! - **before**: the agent before the NRI issue: the 100 ms polling scan for new cgroups and a
 //!   plain 1 s poll.
 //!
-//! Measured for each: the process's CPU (% of one core, FUSE server included) and API writes over a steady-state
-//! window; a new pod cgroup appearing (`mkdir` through the mount) → its `dmem.max` in force in
-//! the kernel (watched in-process every 50 µs), and → `VRAMLimitsApplied=True` handed to the
-//! sink (the node round after the pod's own); usage crossing `high` (a
-//! workload allocating in the kernel) → the `VRAMPressure=True` patch handed to the sink, after a
-//! jump from far below and after a ramp. Plus the RSS (`VmRSS`, peak `VmHWM`) of this process after
-//! the first agent, which also holds the simulated kernel and its FUSE server, so it is an upper
-//! bound for the agent.
+//! Measured for each: the process's CPU (% of one core, FUSE server included) and API writes
+//! over a steady-state window; a new pod cgroup appearing (`mkdir` through the mount) → its
+//! `dmem.max` in force in the kernel (the simulator's FUSE server notes when it accepts the
+//! write, so watching costs the agent nothing), and → `VRAMLimitsApplied=True` handed to the
+//! sink, for 200 new pods in batches of 50 that replace the last (the node stays at 110); usage
+//! crossing `high` (a workload allocating in the kernel) → the `VRAMPressure=True` patch handed
+//! to the sink, after a jump from far below and after a ramp. Plus the RSS (`VmRSS`, peak
+//! `VmHWM`) of this process after the first agent, which also holds the simulated kernel and its
+//! FUSE server, so it is an upper bound for the agent.
 //!
 //! Needs root and /dev/fuse. Prints a Markdown table for the README.
 //! `cargo bench -p kube-dmem-device-plugin --bench agent` runs the full size; without `--bench`

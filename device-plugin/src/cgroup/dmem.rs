@@ -1,5 +1,5 @@
 //! Typed access to the `dmem.*` files over any `&dyn CgroupFs`: read parsed values, read the regions, and
-//! apply one limit with the read-back the kernel rules demand.
+//! apply limits with the read-back the kernel rules demand.
 //!
 //! EDGE helpers (they perform I/O through the trait, but hold no `std::fs`, so they run unchanged against
 //! the simulator). Kernel rules enforced here (`docs/kernel.md` §10): one region per write, always
