@@ -89,6 +89,18 @@ impl PodCgroups {
         root: &CgroupPath,
         uids: impl IntoIterator<Item = &'a str>,
     ) -> Result<BTreeMap<String, CgroupPath>, CgroupError> {
+        let (mut found, missed) = self.look_up_known(fs, uids);
+        found.extend(self.scan_for(fs, root, &missed)?);
+        Ok(found)
+    }
+
+    /// The cgroups of the pods `uids` found where they were seen or by name (no listing), and the
+    /// UIDs of those that missed.
+    pub fn look_up_known<'a>(
+        &mut self,
+        fs: &dyn CgroupFs,
+        uids: impl IntoIterator<Item = &'a str>,
+    ) -> (BTreeMap<String, CgroupPath>, BTreeSet<&'a str>) {
         let mut found = BTreeMap::new();
         let mut missed = BTreeSet::new();
         for uid in uids {
@@ -101,16 +113,23 @@ impl PodCgroups {
                 }
             }
         }
-        if missed.is_empty() {
-            return Ok(found);
+        (found, missed)
+    }
+
+    /// The cgroups of the pods `uids` a scan below `root` finds (none scanned for, no scan).
+    pub fn scan_for(
+        &mut self,
+        fs: &dyn CgroupFs,
+        root: &CgroupPath,
+        uids: &BTreeSet<&str>,
+    ) -> Result<BTreeMap<String, CgroupPath>, CgroupError> {
+        if uids.is_empty() {
+            return Ok(BTreeMap::new());
         }
         let scanned = self.scan(fs, root)?;
-        for uid in missed {
-            if let Some(group) = scanned.get(uid) {
-                found.insert(uid.to_owned(), group.clone());
-            }
-        }
-        Ok(found)
+        Ok((uids.iter())
+            .filter_map(|&uid| Some((uid.to_owned(), scanned.get(uid)?.clone())))
+            .collect())
     }
 
     /// Pod `uid`'s cgroup where it was seen or where its name would be, if it exists now.

@@ -253,7 +253,14 @@ fn scoped_round(
         }
         // Its own pods only, looked up: its cost does not grow with the node's pods.
         Scope::Pods => {
-            (memory.cgroups).look_up(fs, &cfg.scan_root, pods.iter().map(|p| &*p.uid))?
+            let (mut found, missed) =
+                (memory.cgroups).look_up_known(fs, pods.iter().map(|p| &*p.uid));
+            if !found.is_empty() && !missed.is_empty() {
+                let inputs = RoundInputs::new(pods, quotas, invalid);
+                return found_first(fs, cfg, inputs, memory, waiting, &found);
+            }
+            found.extend(memory.cgroups.scan_for(fs, &cfg.scan_root, &missed)?);
+            found
         }
     };
     // The kernel shows dmem files only where dmem is enabled top-down: enable it where the
@@ -403,6 +410,36 @@ fn scoped_round(
         ),
     }
     Ok((report, found))
+}
+
+/// A pods round over pods of which some have their cgroup where expected (`found`) and others
+/// not (yet): the found are settled first, then a scan looks for the others. A burst of announced
+/// pods whose cgroups appear one by one must not make each new cgroup's limits wait for a scan
+/// on account of the pods still without one. One report, in the inputs' order.
+fn found_first(
+    fs: &dyn CgroupFs,
+    cfg: &RoundConfig,
+    inputs: RoundInputs<'_>,
+    memory: &mut Memory,
+    waiting: &mut dyn GiveWay,
+    found: &BTreeMap<String, CgroupPath>,
+) -> Result<(RoundReport, BTreeMap<String, CgroupPath>), CgroupError> {
+    let (now, later): (Vec<PodFacts>, Vec<PodFacts>) =
+        (inputs.pods.iter().cloned()).partition(|p| found.contains_key(&p.uid));
+    let part = |pods| RoundInputs::new(pods, inputs.quotas, inputs.invalid);
+    let (mut report, mut cgroups) =
+        scoped_round(fs, cfg, part(&now), memory, Scope::Pods, waiting)?;
+    let (rest, rest_cgroups) = scoped_round(fs, cfg, part(&later), memory, Scope::Pods, waiting)?;
+    report.pods.extend(rest.pods);
+    report
+        .pods
+        .sort_by_key(|p| inputs.pods.iter().position(|f| f.uid == p.facts.uid));
+    report.writes += rest.writes;
+    // The later round's readings of the node are the fresher.
+    report.regions = rest.regions;
+    report.region_usage = rest.region_usage;
+    cgroups.extend(rest_cgroups);
+    Ok((report, cgroups))
 }
 
 /// The plan of a pod the round left alone: nothing written.

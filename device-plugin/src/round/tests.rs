@@ -647,3 +647,94 @@ fn node_round_giving_way(fs: &SimCgroups, waiting: &mut dyn GiveWay) {
     )
     .expect("node round");
 }
+
+/// A kernel that notes, at each directory listing, how many writes it had taken.
+struct WritesAtListings<'a> {
+    fs: &'a SimCgroups,
+    at: std::sync::Mutex<Vec<usize>>,
+}
+
+impl CgroupFs for WritesAtListings<'_> {
+    fn read(&self, group: &CgroupPath, file: CgroupFile) -> Result<String, CgroupError> {
+        self.fs.read(group, file)
+    }
+    fn write(&self, group: &CgroupPath, file: CgroupFile, value: &str) -> Result<(), CgroupError> {
+        self.fs.write(group, file, value)
+    }
+    fn children(&self, group: &CgroupPath) -> Result<Vec<String>, CgroupError> {
+        self.at
+            .lock()
+            .expect("listings")
+            .push(self.fs.writes().len());
+        self.fs.children(group)
+    }
+    fn exists(&self, group: &CgroupPath, file: CgroupFile) -> bool {
+        self.fs.exists(group, file)
+    }
+}
+
+#[test]
+fn a_pods_round_settles_the_pods_it_finds_before_scanning_for_those_it_does_not() {
+    const NEW: &str = "/kubepods/besteffort/pod1c6b5f3a-4d2e-4f6a-9bac-1d2e3f4a5b6c";
+    let fs = node();
+    let quotas = [quota("4Gi")];
+    let none = BadInputs::default();
+    let mut memory = Memory::default();
+    let known = [pod()];
+    run_round_with(
+        &fs,
+        &cfg(),
+        RoundInputs::new(&known, &quotas, &none),
+        &mut memory,
+    )
+    .expect("node round");
+    // Two pods announced; the kubelet has made the cgroup of the second only.
+    let waiting = PodFacts {
+        name: "train-1".into(),
+        uid: "2d7c6e4b-5e3f-4a7b-8cbd-2e3f4a5b6c7d".into(),
+        ..pod()
+    };
+    let appeared = PodFacts {
+        name: "train-2".into(),
+        uid: "1c6b5f3a-4d2e-4f6a-9bac-1d2e3f4a5b6c".into(),
+        ..pod()
+    };
+    fs.kernel()
+        .lock()
+        .expect("kernel")
+        .mkdir(NEW)
+        .expect("mkdir");
+    let logged = WritesAtListings {
+        fs: &fs,
+        at: Default::default(),
+    };
+    let before = fs.writes().len();
+    let report = run_scoped_round(
+        &logged,
+        &cfg(),
+        RoundInputs::new(&[waiting.clone(), appeared.clone()], &quotas, &none),
+        &mut memory,
+        Scope::Pods,
+    )
+    .expect("pods round");
+    let at = logged.at.lock().expect("listings").clone();
+    assert!(!at.is_empty(), "the pod without a cgroup was scanned for");
+    assert!(
+        at[0] > before,
+        "the pod found was written to before any listing: writes at listings {at:?}, {before} before"
+    );
+    let max = read_values(&fs, &path(NEW), CgroupFile::DmemMax).expect("dmem.max");
+    assert_eq!(max.get(R0), Some(DmemValue::Bytes(4 * G)));
+    // One report in the inputs' order.
+    let outcomes: Vec<(&str, &LimitsOutcome)> = (report.pods.iter())
+        .map(|p| (p.facts.name.as_str(), &p.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("train-1", &LimitsOutcome::CgroupNotFound),
+            ("train-2", &LimitsOutcome::Applied)
+        ]
+    );
+    assert_eq!(report.regions.len(), 1);
+}
