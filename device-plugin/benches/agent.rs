@@ -325,9 +325,9 @@ async fn measure(size: &Size, variant: &Variant) -> Measured {
     // `max` into a `dmem.max`, as it accepts it, so watching costs the agent nothing.
     let in_force: Arc<Mutex<HashMap<(String, String), Instant>>> = Arc::default();
     let witness = Arc::clone(&in_force);
+    let max = MAX.to_string();
     let on_write = Box::new(move |cgroup: &str, file: &str, data: &[u8]| {
         let text = String::from_utf8_lossy(data);
-        let max = MAX.to_string();
         if file == CgroupFile::DmemMax.file_name()
             && let Some((region, value)) = text.trim().split_once(' ')
             && value == max

@@ -143,7 +143,7 @@ fn plan_pod<S: AsRef<str>>(
         .iter()
         .map(|(region, wanted)| (region.clone(), wanted.to_kernel(high)))
         .collect();
-    let mut writes: Vec<LimitWrite> = match &pod.cgroup {
+    let mut writes: Vec<(usize, LimitWrite)> = match &pod.cgroup {
         Some(cgroup) => desired
             .iter()
             .flat_map(|(region, want)| {
@@ -155,7 +155,8 @@ fn plan_pod<S: AsRef<str>>(
     };
     // Every region's hard limit before any region's protection: a workload may allocate from any
     // of its regions while the writes go on, and `max` is what fails its allocations.
-    writes.sort_by_key(|w| write_rank(w.file));
+    writes.sort_by_key(|&(rank, _)| rank);
+    let writes = writes.into_iter().map(|(_, write)| write).collect();
     PodPlan {
         uid: pod.facts.uid.clone(),
         governing: quota.map(|q| q.key.clone()),
@@ -180,33 +181,25 @@ pub fn kernel_values(want: &KernelLimits, high: HighSupport) -> Vec<(CgroupFile,
     values
 }
 
-/// Where writes to `file` come in a pod's plan: the [`kernel_values`] order.
-fn write_rank(file: CgroupFile) -> u8 {
-    match file {
-        CgroupFile::DmemMax => 0,
-        CgroupFile::DmemHigh => 1,
-        CgroupFile::DmemLow => 2,
-        // `dmem.min`: no other file is planned.
-        _ => 3,
-    }
-}
-
-/// The writes for one region, in [`kernel_values`] order: those whose value is not in force.
+/// The writes for one region whose value is not in force, each with its place in the
+/// [`kernel_values`] order (the same for every region of a pod).
 fn region_writes(
     cgroup: &CgroupPath,
     region: &str,
     want: &KernelLimits,
     have: &InForce,
     high: HighSupport,
-) -> Vec<LimitWrite> {
-    kernel_values(want, high)
-        .into_iter()
-        .filter(|&(file, value)| !value.reads_back_as(have.get(file)))
-        .map(|(file, value)| LimitWrite {
-            cgroup: cgroup.clone(),
-            file,
-            region: region.to_owned(),
-            value,
+) -> Vec<(usize, LimitWrite)> {
+    (kernel_values(want, high).into_iter().enumerate())
+        .filter(|&(_, (file, value))| !value.reads_back_as(have.get(file)))
+        .map(|(rank, (file, value))| {
+            let write = LimitWrite {
+                cgroup: cgroup.clone(),
+                file,
+                region: region.to_owned(),
+                value,
+            };
+            (rank, write)
         })
         .collect()
 }

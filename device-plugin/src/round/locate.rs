@@ -80,22 +80,9 @@ impl PodCgroups {
         self.by_uid.clone_from(found);
     }
 
-    /// The cgroups of the pods `uids` that exist now, by pod UID: each where it was seen, else
-    /// by name in the directories pod cgroups were found in; a scan below `root` only for those
-    /// that both miss.
-    pub fn look_up<'a>(
-        &mut self,
-        fs: &dyn CgroupFs,
-        root: &CgroupPath,
-        uids: impl IntoIterator<Item = &'a str>,
-    ) -> Result<BTreeMap<String, CgroupPath>, CgroupError> {
-        let (mut found, missed) = self.look_up_known(fs, uids);
-        found.extend(self.scan_for(fs, root, &missed)?);
-        Ok(found)
-    }
-
-    /// The cgroups of the pods `uids` found where they were seen or by name (no listing), and the
-    /// UIDs of those that missed.
+    /// The cgroups of the pods `uids` that exist now, each where it was seen, else by name in the
+    /// directories pod cgroups were found in (no listing), and the UIDs of those that missed
+    /// (for [`Self::scan_for`]).
     pub fn look_up_known<'a>(
         &mut self,
         fs: &dyn CgroupFs,
@@ -227,7 +214,8 @@ mod tests {
         assert_eq!(cgroups.scan(&fs, &root).expect("scan").len(), 1);
         mkdir(&fs, &format!("/kubepods/burstable/pod{UID}"));
         let before = fs.listings();
-        let found = cgroups.look_up(&fs, &root, [UID, OTHER]).expect("look up");
+        let (found, missed) = cgroups.look_up_known(&fs, [UID, OTHER]);
+        assert!(missed.is_empty(), "{missed:?}");
         assert_eq!(fs.listings(), before, "no directory listed");
         assert_eq!(
             found.get(UID),
@@ -254,7 +242,8 @@ mod tests {
         cgroups.scan(&fs, &root).expect("scan");
         mkdir(&fs, &name(UID));
         let before = fs.listings();
-        let found = cgroups.look_up(&fs, &root, [UID]).expect("look up");
+        let (found, missed) = cgroups.look_up_known(&fs, [UID]);
+        assert!(missed.is_empty(), "{missed:?}");
         assert_eq!(fs.listings(), before, "no directory listed");
         assert_eq!(found.get(UID), Some(&path(&name(UID))));
     }
@@ -267,8 +256,10 @@ mod tests {
         let root = CgroupPath::root();
         cgroups.scan(&fs, &root).expect("scan");
         mkdir(&fs, &format!("/kubepods/besteffort/pod{UID}"));
+        let (found, missed) = cgroups.look_up_known(&fs, [UID]);
+        assert!(found.is_empty(), "{found:?}");
         let before = fs.listings();
-        let found = cgroups.look_up(&fs, &root, [UID]).expect("look up");
+        let found = cgroups.scan_for(&fs, &root, &missed).expect("scan");
         assert!(fs.listings() > before, "the miss scanned");
         assert_eq!(
             found.get(UID),
@@ -278,7 +269,8 @@ mod tests {
         let third = "2d7c6e4b-5e3f-4a7b-8cbd-2e3f4a5b6c7d";
         mkdir(&fs, &format!("/kubepods/besteffort/pod{third}"));
         let before = fs.listings();
-        let found = cgroups.look_up(&fs, &root, [third]).expect("look up");
+        let (found, missed) = cgroups.look_up_known(&fs, [third]);
+        assert!(missed.is_empty(), "{missed:?}");
         assert_eq!(fs.listings(), before, "no directory listed");
         assert!(found.contains_key(third));
     }
@@ -295,7 +287,8 @@ mod tests {
             .expect("kernel")
             .rmdir(&mine)
             .expect("rmdir");
-        let found = cgroups.look_up(&fs, &root, [UID, OTHER]).expect("look up");
+        let (mut found, missed) = cgroups.look_up_known(&fs, [UID, OTHER]);
+        found.extend(cgroups.scan_for(&fs, &root, &missed).expect("scan"));
         assert!(found.is_empty(), "{found:?}");
     }
 }
